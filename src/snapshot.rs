@@ -1,0 +1,248 @@
+//! The aggregated, format-neutral view of one scrape.
+//!
+//! Collectors produce [`Family`] values; the exposition writers turn a [`Snapshot`] into bytes.
+//! Nothing here knows about OTRS, HTTP or the shared segment: it is the contract between the
+//! collector side and the exposition side.
+
+use std::collections::BTreeMap;
+
+/// The type of a metric family, as written on its `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MetricKind {
+    /// A monotonically increasing value. The family name carries no `_total` suffix; the
+    /// writers add it where each format wants it.
+    Counter,
+    /// A value that can go up and down.
+    Gauge,
+    /// Cumulative buckets plus sum and count.
+    Histogram,
+    /// An info metric: value 1, the information is in the labels. The family name carries no
+    /// `_info` suffix; the writers add it.
+    Info,
+}
+
+impl MetricKind {
+    /// Lower-case name as used in `# TYPE` lines of the OpenMetrics format.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge => "gauge",
+            MetricKind::Histogram => "histogram",
+            MetricKind::Info => "info",
+        }
+    }
+}
+
+/// One label pair. Names are validated by [`is_valid_label_name`] before they reach a family.
+pub type Label = (String, String);
+
+/// The value of one series.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    /// A counter or gauge value, or 1 for info metrics.
+    Scalar(f64),
+    /// A histogram: `buckets` are `(upper bound, cumulative count)` in ascending bound order and
+    /// do **not** include `+Inf`; the writers emit `+Inf` from `count`.
+    Histogram {
+        /// Upper bound and cumulative count per finite bucket.
+        buckets: Vec<(f64, u64)>,
+        /// Sum of all observed values.
+        sum: f64,
+        /// Number of observations (the `+Inf` bucket).
+        count: u64,
+    },
+}
+
+/// One series of a family: its labels, its value and, for counters and histograms, an optional
+/// creation time (Unix seconds) that OpenMetrics writes as `_created`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    /// Label pairs, in the order they will be written.
+    pub labels: Vec<Label>,
+    /// The value.
+    pub value: Value,
+    /// When the series started counting, in Unix seconds (OpenMetrics `_created`).
+    pub created: Option<f64>,
+}
+
+impl Series {
+    /// A series with a scalar value and no creation time.
+    pub fn scalar(labels: Vec<Label>, value: f64) -> Self {
+        Series {
+            labels,
+            value: Value::Scalar(value),
+            created: None,
+        }
+    }
+}
+
+/// A metric family: name, help, type, optional unit and its series.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Family {
+    /// Family name without type suffixes (`otrs_http_requests`, not `otrs_http_requests_total`).
+    pub name: String,
+    /// One-line help text (may contain any characters; writers escape it).
+    pub help: String,
+    /// Metric type.
+    pub kind: MetricKind,
+    /// Unit for OpenMetrics `# UNIT`; must be a suffix of `name` (e.g. `seconds`).
+    pub unit: Option<String>,
+    /// The series of this family.
+    pub series: Vec<Series>,
+}
+
+impl Family {
+    /// A family with no series yet.
+    pub fn new(name: impl Into<String>, help: impl Into<String>, kind: MetricKind) -> Self {
+        Family {
+            name: name.into(),
+            help: help.into(),
+            kind,
+            unit: None,
+            series: Vec::new(),
+        }
+    }
+
+    /// Sets the unit (builder style).
+    pub fn with_unit(mut self, unit: &str) -> Self {
+        self.unit = Some(unit.to_owned());
+        self
+    }
+
+    /// Adds a scalar series from borrowed label pairs (builder style helper for collectors).
+    pub fn push(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.series.push(Series::scalar(
+            labels
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            value,
+        ));
+    }
+}
+
+/// Everything one scrape produced, ready to be written.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    /// Families in any order; [`Snapshot::normalize`] sorts and merges them.
+    pub families: Vec<Family>,
+}
+
+impl Snapshot {
+    /// Sorts families by name and series by labels, and merges families of the same name and
+    /// kind so that every family appears once. Families that share a name but not a kind keep
+    /// the first one and drop the others (a collector bug); the number dropped is returned so the
+    /// caller can report it.
+    pub fn normalize(&mut self) -> usize {
+        let mut merged: BTreeMap<String, Family> = BTreeMap::new();
+        let mut dropped = 0;
+        for fam in self.families.drain(..) {
+            match merged.get_mut(&fam.name) {
+                Some(existing) if existing.kind == fam.kind => existing.series.extend(fam.series),
+                Some(_) => dropped += 1,
+                None => {
+                    merged.insert(fam.name.clone(), fam);
+                }
+            }
+        }
+        self.families = merged.into_values().collect();
+        for fam in &mut self.families {
+            fam.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            // Two series with identical labels would make the output invalid; sum them.
+            fam.series.dedup_by(|later, earlier| {
+                if later.labels != earlier.labels {
+                    return false;
+                }
+                merge_value(&mut earlier.value, &later.value);
+                true
+            });
+        }
+        dropped
+    }
+
+    /// Total number of series over all families.
+    pub fn series_count(&self) -> usize {
+        self.families.iter().map(|f| f.series.len()).sum()
+    }
+}
+
+/// Adds `other` into `into` (scalar sum, or bucket-wise histogram sum when bounds agree).
+fn merge_value(into: &mut Value, other: &Value) {
+    match (into, other) {
+        (Value::Scalar(a), Value::Scalar(b)) => *a += b,
+        (
+            Value::Histogram {
+                buckets,
+                sum,
+                count,
+            },
+            Value::Histogram {
+                buckets: ob,
+                sum: os,
+                count: oc,
+            },
+        ) if buckets.len() == ob.len() => {
+            for (b, o) in buckets.iter_mut().zip(ob) {
+                b.1 += o.1;
+            }
+            *sum += os;
+            *count += oc;
+        }
+        _ => {}
+    }
+}
+
+/// Whether `name` is a valid Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`).
+pub fn is_valid_metric_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' || c == ':' => {}
+        _ => return false,
+    }
+    chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
+}
+
+/// Whether `name` is a valid, non-reserved label name (`[a-zA-Z_][a-zA-Z0-9_]*`, not `__*`).
+pub fn is_valid_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphabetic() || c == '_' => {}
+        _ => return false,
+    }
+    !name.starts_with("__") && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_sorts_merges_and_sums_duplicates() {
+        let mut a = Family::new("b_metric", "B", MetricKind::Gauge);
+        a.push(&[("x", "2")], 1.0);
+        a.push(&[("x", "1")], 1.0);
+        let mut b = Family::new("b_metric", "B", MetricKind::Gauge);
+        b.push(&[("x", "1")], 2.0);
+        let c = Family::new("a_metric", "A", MetricKind::Counter);
+        let d = Family::new("a_metric", "A", MetricKind::Gauge);
+        let mut snap = Snapshot {
+            families: vec![a, b, c, d],
+        };
+        assert_eq!(snap.normalize(), 1);
+        assert_eq!(snap.families.len(), 2);
+        assert_eq!(snap.families[0].name, "a_metric");
+        let s = &snap.families[1].series;
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[0].value, Value::Scalar(3.0));
+    }
+
+    #[test]
+    fn names() {
+        assert!(is_valid_metric_name("otrs_x:y_1"));
+        assert!(!is_valid_metric_name("1abc"));
+        assert!(!is_valid_metric_name(""));
+        assert!(is_valid_label_name("queue"));
+        assert!(!is_valid_label_name("__name__"));
+        assert!(!is_valid_label_name("a-b"));
+    }
+}
