@@ -158,7 +158,7 @@ pub fn load_from(
                 at: Source::Env(var.clone()),
                 key: key.clone(),
                 value: format!("{raw:?}"),
-                reason: e.message().to_string(),
+                reason: tidy_reason(e.message()),
             }
         })?;
         sources.insert(key.clone(), Source::Env(var));
@@ -301,8 +301,16 @@ fn serde_error(
         at: at(pos),
         key,
         value,
-        reason: msg.to_string(),
+        reason: tidy_reason(msg),
     }
+}
+
+/// Makes serde's wording fit after `invalid value:` (no repeated prefix, no Rust type names).
+fn tidy_reason(msg: &str) -> String {
+    msg.strip_prefix("invalid value: ")
+        .unwrap_or(msg)
+        .replace("expected u64", "expected a non-negative integer")
+        .replace("expected u32", "expected an integer from 0 to 4294967295")
 }
 
 fn backticked(msg: &str) -> Option<String> {
