@@ -238,14 +238,13 @@ pub(crate) fn family_ok(fam: &Family) -> bool {
 /// `false` if the series must be skipped: an invalid or duplicate label name, a reserved `le`
 /// label on a histogram, or a value of the wrong shape for the family's kind.
 pub(crate) fn prepare_series(kind: MetricKind, series: &Series, buf: &mut Vec<u8>) -> bool {
-    match (kind, &series.value) {
-        (MetricKind::Histogram, Value::Histogram { buckets, .. }) => {
-            if !buckets_ok(buckets) {
-                return false;
-            }
-        }
-        (MetricKind::Histogram, _) | (_, Value::Histogram { .. }) => return false,
-        _ => {}
+    let value_ok = match (kind, &series.value) {
+        (MetricKind::Histogram, Value::Histogram { buckets, .. }) => buckets_ok(buckets),
+        (MetricKind::Histogram, _) | (_, Value::Histogram { .. }) => false,
+        _ => true,
+    };
+    if !value_ok {
+        return false;
     }
     if !labels_ok(&series.labels, kind == MetricKind::Histogram) {
         return false;
