@@ -1,1 +1,513 @@
 //! Exposition writers: Prometheus text format 0.0.4 and OpenMetrics 1.0.
+//!
+//! [`Format::negotiate`] picks the format from the scraper's `Accept` header and [`render`]
+//! writes a normalised [`Snapshot`] into a byte buffer. Both writers skip what they cannot
+//! write validly (bad names, duplicate label names, a value that does not fit the family's
+//! type) instead of failing the whole scrape.
+
+mod escape;
+mod openmetrics;
+mod text;
+
+use crate::snapshot::{is_valid_label_name, Family, Label, MetricKind, Series, Snapshot, Value};
+
+/// An exposition format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4.
+    Text,
+    /// OpenMetrics 1.0.0 text format.
+    OpenMetrics,
+}
+
+impl Format {
+    /// The `Content-Type` header value for responses in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+
+    /// Chooses the format for an HTTP `Accept` header.
+    ///
+    /// OpenMetrics is chosen only when `application/openmetrics-text` (version `1.0.0`, `0.0.1`
+    /// or none) has a non-zero q-value higher than the text format's (ties go to whichever the
+    /// header lists first). The text format is matched by `text/plain`, `text/*` and `*/*`,
+    /// the most specific range deciding its q-value. Other types are ignored; a missing or
+    /// malformed header yields [`Format::Text`].
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        accept.and_then(negotiate_header).unwrap_or(Format::Text)
+    }
+}
+
+/// How well one media range matched an offered format: `(specificity, q in thousandths,
+/// position in the header)`.
+type Match = (u8, u16, usize);
+
+/// Parses the header; `None` when it is malformed.
+fn negotiate_header(header: &str) -> Option<Format> {
+    let mut om: Option<Match> = None;
+    let mut text: Option<Match> = None;
+    for (pos, range) in header.split(',').enumerate() {
+        let range = range.trim_matches(|c| c == ' ' || c == '\t');
+        if range.is_empty() {
+            continue; // RFC 9110 allows empty list elements.
+        }
+        let mut parts = range.split(';');
+        let media = parts.next()?.trim_matches(|c| c == ' ' || c == '\t');
+        let (ty, sub) = media.split_once('/')?;
+        if !is_token(ty) || !is_token(sub) {
+            return None;
+        }
+        let mut q: u16 = 1000;
+        let mut version: Option<&str> = None;
+        for param in parts {
+            let (k, v) = param.split_once('=')?;
+            let k = k.trim_matches(|c| c == ' ' || c == '\t');
+            let v = v.trim_matches(|c| c == ' ' || c == '\t');
+            let v = match v.strip_prefix('"') {
+                Some(rest) => rest.strip_suffix('"')?,
+                None => v,
+            };
+            if !is_token(k) {
+                return None;
+            }
+            if k.eq_ignore_ascii_case("q") {
+                q = parse_qvalue(v)?;
+            } else if k.eq_ignore_ascii_case("version") {
+                version = Some(v);
+            }
+        }
+        let om_spec = if ty.eq_ignore_ascii_case("application")
+            && sub.eq_ignore_ascii_case("openmetrics-text")
+        {
+            match version {
+                None => Some(2),
+                Some("1.0.0" | "0.0.1") => Some(3),
+                Some(_) => None,
+            }
+        } else {
+            None
+        };
+        let text_spec = if ty == "*" && sub == "*" {
+            Some(0)
+        } else if ty.eq_ignore_ascii_case("text") && sub == "*" {
+            Some(1)
+        } else if ty.eq_ignore_ascii_case("text") && sub.eq_ignore_ascii_case("plain") {
+            Some(if version.is_some() { 3 } else { 2 })
+        } else {
+            None
+        };
+        if let Some(spec) = om_spec {
+            better(&mut om, (spec, q, pos));
+        }
+        if let Some(spec) = text_spec {
+            better(&mut text, (spec, q, pos));
+        }
+    }
+    let Some((_, om_q, om_pos)) = om else {
+        return Some(Format::Text);
+    };
+    if om_q == 0 {
+        return Some(Format::Text);
+    }
+    Some(match text {
+        Some((_, text_q, text_pos)) if text_q > om_q || (text_q == om_q && text_pos < om_pos) => {
+            Format::Text
+        }
+        _ => Format::OpenMetrics,
+    })
+}
+
+/// Keeps the most specific range; among equally specific ones the highest q, then the first.
+fn better(best: &mut Option<Match>, cand: Match) {
+    let replace = match *best {
+        None => true,
+        Some((spec, q, _)) => cand.0 > spec || (cand.0 == spec && cand.1 > q),
+    };
+    if replace {
+        *best = Some(cand);
+    }
+}
+
+/// An RFC 9110 token (also accepts `*`).
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Parses an RFC 9110 qvalue (`0`, `0.5`, `1.000`) into thousandths.
+fn parse_qvalue(v: &str) -> Option<u16> {
+    let (int, frac) = match v.split_once('.') {
+        Some((i, f)) => (i, f),
+        None => (v, ""),
+    };
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let mut thousandths: u16 = 0;
+    for (i, b) in frac.bytes().enumerate() {
+        thousandths += u16::from(b - b'0') * [100, 10, 1][i];
+    }
+    match int {
+        "0" => Some(thousandths),
+        "1" if thousandths == 0 => Some(1000),
+        _ => None,
+    }
+}
+
+/// Writes `snapshot` in `format`, appending to `out`.
+///
+/// The snapshot should be [`Snapshot::normalize`]d (families sorted and unique, series sorted
+/// and unique). Families with invalid names and series with invalid or duplicate label names,
+/// or with a value that does not fit the family's type, are skipped; families left without
+/// series are omitted.
+pub fn render(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>) {
+    let mut scratch = Scratch::default();
+    match format {
+        Format::Text => text::render(snapshot, out, &mut scratch),
+        Format::OpenMetrics => openmetrics::render(snapshot, out, &mut scratch),
+    }
+}
+
+/// Buffers reused across families and series while rendering.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    /// The current series' escaped label pairs, without braces.
+    labels: Vec<u8>,
+    /// Cached `le` values of the last bucket layout.
+    le: LeCache,
+}
+
+/// Formatted `le` label values for one bucket layout, reused while consecutive series share
+/// it (they normally all do within a family).
+#[derive(Default)]
+pub(crate) struct LeCache {
+    bounds: Vec<u64>,
+    text: Vec<u8>,
+    ends: Vec<usize>,
+    om: bool,
+    valid: bool,
+}
+
+impl LeCache {
+    /// Makes the cache hold `buckets`' bounds formatted for the given format.
+    pub(crate) fn prepare(&mut self, buckets: &[(f64, u64)], om: bool) {
+        if self.valid
+            && self.om == om
+            && self.bounds.len() == buckets.len()
+            && self
+                .bounds
+                .iter()
+                .zip(buckets)
+                .all(|(b, (f, _))| *b == f.to_bits())
+        {
+            return;
+        }
+        self.bounds.clear();
+        self.text.clear();
+        self.ends.clear();
+        for (f, _) in buckets {
+            self.bounds.push(f.to_bits());
+            if om {
+                escape::write_f64_om(&mut self.text, *f);
+            } else {
+                escape::write_f64_text(&mut self.text, *f);
+            }
+            self.ends.push(self.text.len());
+        }
+        self.om = om;
+        self.valid = true;
+    }
+
+    /// The formatted bound of bucket `i`.
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.text[start..self.ends[i]]
+    }
+}
+
+/// Whether the family can be written at all.
+pub(crate) fn family_ok(fam: &Family) -> bool {
+    crate::snapshot::is_valid_metric_name(&fam.name)
+}
+
+/// Writes the series' label pairs (escaped, comma separated, no braces) into `buf`, or returns
+/// `false` if the series must be skipped: an invalid or duplicate label name, a reserved `le`
+/// label on a histogram, or a value of the wrong shape for the family's kind.
+pub(crate) fn prepare_series(kind: MetricKind, series: &Series, buf: &mut Vec<u8>) -> bool {
+    let value_ok = match (kind, &series.value) {
+        (MetricKind::Histogram, Value::Histogram { buckets, .. }) => buckets_ok(buckets),
+        (MetricKind::Histogram, _) | (_, Value::Histogram { .. }) => false,
+        _ => true,
+    };
+    if !value_ok {
+        return false;
+    }
+    if !labels_ok(&series.labels, kind == MetricKind::Histogram) {
+        return false;
+    }
+    buf.clear();
+    for (i, (name, value)) in series.labels.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        buf.extend_from_slice(name.as_bytes());
+        buf.extend_from_slice(b"=\"");
+        escape::write_label_value(buf, value);
+        buf.push(b'"');
+    }
+    true
+}
+
+/// Label names valid and unique (and no `le` when `histogram`).
+fn labels_ok(labels: &[Label], histogram: bool) -> bool {
+    for (i, (name, _)) in labels.iter().enumerate() {
+        if !is_valid_label_name(name) || (histogram && name == "le") {
+            return false;
+        }
+        if labels[..i].iter().any(|(other, _)| other == name) {
+            return false;
+        }
+    }
+    true
+}
+
+/// Bucket bounds strictly increasing and not NaN; a trailing `+Inf` bound is tolerated (the
+/// writers skip it and emit `+Inf` from the count).
+fn buckets_ok(buckets: &[(f64, u64)]) -> bool {
+    let finite = finite_buckets(buckets);
+    if finite
+        .iter()
+        .any(|(b, _)| b.is_nan() || *b == f64::INFINITY)
+    {
+        return false;
+    }
+    finite.windows(2).all(|w| w[0].0 < w[1].0)
+}
+
+/// The buckets without a trailing `+Inf` bound.
+pub(crate) fn finite_buckets(buckets: &[(f64, u64)]) -> &[(f64, u64)] {
+    match buckets.last() {
+        Some((b, _)) if *b == f64::INFINITY => &buckets[..buckets.len() - 1],
+        _ => buckets,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::snapshot::Family;
+
+    const PROM2: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+    const PROM3: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+    fn neg(h: &str) -> Format {
+        Format::negotiate(Some(h))
+    }
+
+    #[test]
+    fn content_types() {
+        assert_eq!(
+            Format::Text.content_type(),
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        assert_eq!(
+            Format::OpenMetrics.content_type(),
+            "application/openmetrics-text; version=1.0.0; charset=utf-8"
+        );
+    }
+
+    #[test]
+    fn negotiation_real_scrapers() {
+        assert_eq!(neg(PROM2), Format::OpenMetrics);
+        assert_eq!(neg(PROM3), Format::OpenMetrics);
+        // Prometheus 3 with OpenMetrics disabled in scrape_protocols.
+        assert_eq!(
+            neg("application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2"),
+            Format::Text
+        );
+        // Prometheus < 2.5 / curl / browsers.
+        assert_eq!(neg("text/plain;version=0.0.4;q=1,*/*;q=0.1"), Format::Text);
+        assert_eq!(neg("*/*"), Format::Text);
+        assert_eq!(
+            neg("text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8"),
+            Format::Text
+        );
+        assert_eq!(Format::negotiate(None), Format::Text);
+        assert_eq!(neg(""), Format::Text);
+    }
+
+    #[test]
+    fn negotiation_weights_and_versions() {
+        assert_eq!(neg("application/openmetrics-text"), Format::OpenMetrics);
+        assert_eq!(
+            neg("application/openmetrics-text; version=\"1.0.0\"; charset=utf-8"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            neg("Application/OpenMetrics-Text;Version=0.0.1"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            neg("application/openmetrics-text;version=2.0.0"),
+            Format::Text
+        );
+        assert_eq!(neg("application/openmetrics-text;q=0"), Format::Text);
+        assert_eq!(
+            neg("text/plain;q=0.9,application/openmetrics-text;q=0.8"),
+            Format::Text
+        );
+        assert_eq!(
+            neg("text/plain;q=0.8,application/openmetrics-text;q=0.9"),
+            Format::OpenMetrics
+        );
+        // Ties go to the first listed.
+        assert_eq!(
+            neg("application/openmetrics-text,text/plain"),
+            Format::OpenMetrics
+        );
+        assert_eq!(neg("text/plain,application/openmetrics-text"), Format::Text);
+        // The most specific range decides text/plain's q.
+        assert_eq!(
+            neg("*/*;q=1,text/plain;q=0,application/openmetrics-text;q=0.5"),
+            Format::OpenMetrics
+        );
+        assert_eq!(
+            neg("text/*;q=0.9, application/openmetrics-text;q=0.5"),
+            Format::Text
+        );
+        // Wildcards alone never select OpenMetrics.
+        assert_eq!(neg("application/*"), Format::Text);
+        // Whitespace and empty elements are fine.
+        assert_eq!(
+            neg(" , application/openmetrics-text ; q=0.5 ,, text/plain ; q=0.25 ,"),
+            Format::OpenMetrics
+        );
+    }
+
+    #[test]
+    fn negotiation_malformed_is_text() {
+        for h in [
+            "application/openmetrics-text;q=2",
+            "application/openmetrics-text;q=0.5000",
+            "application/openmetrics-text;q=abc",
+            "application/openmetrics-text;q=-1",
+            "application/openmetrics-text;q=",
+            "application/openmetrics-text;version",
+            "application/openmetrics-text;version=\"1.0.0",
+            "openmetrics",
+            "application/",
+            "/openmetrics-text",
+            "application/openmetrics text",
+            "application/openmetrics-text;=1",
+            "\u{fc}/x, application/openmetrics-text",
+        ] {
+            assert_eq!(neg(h), Format::Text, "{h:?}");
+        }
+    }
+
+    #[test]
+    fn qvalues() {
+        assert_eq!(parse_qvalue("0"), Some(0));
+        assert_eq!(parse_qvalue("0."), Some(0));
+        assert_eq!(parse_qvalue("0.75"), Some(750));
+        assert_eq!(parse_qvalue("0.001"), Some(1));
+        assert_eq!(parse_qvalue("1"), Some(1000));
+        assert_eq!(parse_qvalue("1.000"), Some(1000));
+        assert_eq!(parse_qvalue("1.001"), None);
+        assert_eq!(parse_qvalue(".5"), None);
+    }
+
+    fn render_str(snap: &Snapshot, format: Format) -> String {
+        let mut out = Vec::new();
+        render(snap, format, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn skips_invalid_names_and_labels() {
+        let mut bad_name = Family::new("1bad", "x", MetricKind::Gauge);
+        bad_name.push(&[], 1.0);
+        let mut fam = Family::new("good", "Good.", MetricKind::Gauge);
+        fam.push(&[("a", "1")], 1.0);
+        fam.push(&[("a-b", "2")], 2.0);
+        fam.push(&[("__name__", "3")], 3.0);
+        fam.push(&[("a", "4"), ("a", "5")], 4.0);
+        fam.push(&[("b", "6"), ("c", "7")], 5.0);
+        let mut empty = Family::new("empty", "No valid series.", MetricKind::Gauge);
+        empty.push(&[("x y", "1")], 1.0);
+        let mut hist_scalar = Family::new("h", "Histogram with scalar.", MetricKind::Histogram);
+        hist_scalar.push(&[], 1.0);
+        let snap = Snapshot {
+            families: vec![bad_name, empty, fam, hist_scalar],
+        };
+        assert_eq!(
+            render_str(&snap, Format::Text),
+            "# HELP good Good.\n# TYPE good gauge\ngood{a=\"1\"} 1\ngood{b=\"6\",c=\"7\"} 5\n"
+        );
+        assert_eq!(
+            render_str(&snap, Format::OpenMetrics),
+            "# TYPE good gauge\n# HELP good Good.\ngood{a=\"1\"} 1.0\ngood{b=\"6\",c=\"7\"} 5.0\n# EOF\n"
+        );
+        assert_eq!(render_str(&Snapshot::default(), Format::Text), "");
+        assert_eq!(
+            render_str(&Snapshot::default(), Format::OpenMetrics),
+            "# EOF\n"
+        );
+    }
+
+    #[test]
+    fn histogram_edge_cases() {
+        let mut fam = Family::new("d_seconds", "D.", MetricKind::Histogram);
+        let hist = |buckets: Vec<(f64, u64)>| Value::Histogram {
+            buckets,
+            sum: 1.5,
+            count: 3,
+        };
+        let mut s = |labels: &[(&str, &str)], v: Value| {
+            fam.series.push(Series {
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                value: v,
+                created: None,
+            })
+        };
+        s(&[("k", "inf")], hist(vec![(1.0, 2), (f64::INFINITY, 3)]));
+        s(&[("k", "le")], hist(vec![(1.0, 2)]));
+        s(&[("k", "nan")], hist(vec![(f64::NAN, 2)]));
+        s(&[("k", "none")], hist(vec![]));
+        s(&[("k", "order")], hist(vec![(2.0, 1), (1.0, 2)]));
+        s(&[("k", "x"), ("le", "1")], hist(vec![(1.0, 2)]));
+        s(&[("k", "z")], Value::Scalar(1.0));
+        let snap = Snapshot {
+            families: vec![fam],
+        };
+        assert_eq!(
+            render_str(&snap, Format::Text),
+            "# HELP d_seconds D.\n# TYPE d_seconds histogram\n\
+             d_seconds_bucket{k=\"inf\",le=\"1\"} 2\nd_seconds_bucket{k=\"inf\",le=\"+Inf\"} 3\n\
+             d_seconds_sum{k=\"inf\"} 1.5\nd_seconds_count{k=\"inf\"} 3\n\
+             d_seconds_bucket{k=\"le\",le=\"1\"} 2\nd_seconds_bucket{k=\"le\",le=\"+Inf\"} 3\n\
+             d_seconds_sum{k=\"le\"} 1.5\nd_seconds_count{k=\"le\"} 3\n\
+             d_seconds_bucket{k=\"none\",le=\"+Inf\"} 3\n\
+             d_seconds_sum{k=\"none\"} 1.5\nd_seconds_count{k=\"none\"} 3\n"
+        );
+    }
+
+    #[test]
+    fn le_cache_reuses_and_refreshes() {
+        let mut c = LeCache::default();
+        c.prepare(&[(0.5, 0), (1.0, 0)], false);
+        assert_eq!(c.get(0), b"0.5");
+        assert_eq!(c.get(1), b"1");
+        c.prepare(&[(0.5, 0), (1.0, 0)], true);
+        assert_eq!(c.get(1), b"1.0");
+        c.prepare(&[(0.25, 0)], true);
+        assert_eq!(c.get(0), b"0.25");
+    }
+}

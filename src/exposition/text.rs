@@ -1,0 +1,180 @@
+//! Prometheus text format 0.0.4, laid out as `client_golang` writes it.
+//!
+//! Counters get `_total` on their HELP, TYPE and sample lines; info families become gauges
+//! named `<name>_info` with value 1; histograms get cumulative `_bucket` lines ending in
+//! `le="+Inf"` (= count), then `_sum` and `_count`. No timestamps, no `_created`.
+
+use super::escape::{write_f64_text, write_help_text, write_u64};
+use super::{family_ok, finite_buckets, prepare_series, Scratch};
+use crate::snapshot::{MetricKind, Snapshot, Value};
+
+/// Writes all families of `snapshot` to `out`.
+pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scratch) {
+    for fam in &snapshot.families {
+        if !family_ok(fam) {
+            continue;
+        }
+        let suffix: &[u8] = match fam.kind {
+            MetricKind::Counter => b"_total",
+            MetricKind::Info => b"_info",
+            MetricKind::Gauge | MetricKind::Histogram => b"",
+        };
+        let type_name = match fam.kind {
+            MetricKind::Counter => "counter",
+            MetricKind::Gauge | MetricKind::Info => "gauge",
+            MetricKind::Histogram => "histogram",
+        };
+        let mark = out.len();
+        let name = fam.name.as_bytes();
+        if !fam.help.is_empty() {
+            out.extend_from_slice(b"# HELP ");
+            out.extend_from_slice(name);
+            out.extend_from_slice(suffix);
+            out.push(b' ');
+            write_help_text(out, &fam.help);
+            out.push(b'\n');
+        }
+        out.extend_from_slice(b"# TYPE ");
+        out.extend_from_slice(name);
+        out.extend_from_slice(suffix);
+        out.push(b' ');
+        out.extend_from_slice(type_name.as_bytes());
+        out.push(b'\n');
+
+        let mut written = 0usize;
+        for series in &fam.series {
+            if !prepare_series(fam.kind, series, &mut scratch.labels) {
+                continue;
+            }
+            written += 1;
+            let labels = &scratch.labels[..];
+            match &series.value {
+                Value::Scalar(v) => {
+                    sample_start(out, name, suffix, labels);
+                    if fam.kind == MetricKind::Info {
+                        out.push(b'1');
+                    } else {
+                        write_f64_text(out, *v);
+                    }
+                    out.push(b'\n');
+                }
+                Value::Histogram {
+                    buckets,
+                    sum,
+                    count,
+                } => {
+                    let buckets = finite_buckets(buckets);
+                    scratch.le.prepare(buckets, false);
+                    for (i, (_, cumulative)) in buckets.iter().enumerate() {
+                        bucket_start(out, name, labels);
+                        out.extend_from_slice(scratch.le.get(i));
+                        out.extend_from_slice(b"\"} ");
+                        write_u64(out, *cumulative);
+                        out.push(b'\n');
+                    }
+                    bucket_start(out, name, labels);
+                    out.extend_from_slice(b"+Inf\"} ");
+                    write_u64(out, *count);
+                    out.push(b'\n');
+                    sample_start(out, name, b"_sum", labels);
+                    write_f64_text(out, *sum);
+                    out.push(b'\n');
+                    sample_start(out, name, b"_count", labels);
+                    write_u64(out, *count);
+                    out.push(b'\n');
+                }
+            }
+        }
+        if written == 0 {
+            out.truncate(mark);
+        }
+    }
+}
+
+/// Writes `name suffix{labels} ` (braces only when there are labels).
+#[inline]
+pub(crate) fn sample_start(out: &mut Vec<u8>, name: &[u8], suffix: &[u8], labels: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(suffix);
+    if !labels.is_empty() {
+        out.push(b'{');
+        out.extend_from_slice(labels);
+        out.push(b'}');
+    }
+    out.push(b' ');
+}
+
+/// Writes `name_bucket{labels,le="` up to the bound.
+#[inline]
+pub(crate) fn bucket_start(out: &mut Vec<u8>, name: &[u8], labels: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b"_bucket{");
+    if !labels.is_empty() {
+        out.extend_from_slice(labels);
+        out.push(b',');
+    }
+    out.extend_from_slice(b"le=\"");
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::exposition::{render, Format};
+    use crate::snapshot::{Family, MetricKind, Series, Snapshot, Value};
+
+    fn text(families: Vec<Family>) -> String {
+        let mut snap = Snapshot { families };
+        snap.normalize();
+        let mut out = Vec::new();
+        render(&snap, Format::Text, &mut out);
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn counter_gauge_info() {
+        let mut c = Family::new(
+            "otrs_http_requests",
+            "Requests.\nSecond \\ line \"q\"",
+            MetricKind::Counter,
+        );
+        c.push(&[("code", "200")], 12.0);
+        let mut g = Family::new("otrs_queue_tickets", "", MetricKind::Gauge);
+        g.push(&[], f64::NAN);
+        let mut i = Family::new("otrs_exporter_build", "Build.", MetricKind::Info);
+        i.push(&[("version", "1.0")], 1.0);
+        assert_eq!(
+            text(vec![c, g, i]),
+            "# HELP otrs_exporter_build_info Build.\n\
+             # TYPE otrs_exporter_build_info gauge\n\
+             otrs_exporter_build_info{version=\"1.0\"} 1\n\
+             # HELP otrs_http_requests_total Requests.\\nSecond \\\\ line \"q\"\n\
+             # TYPE otrs_http_requests_total counter\n\
+             otrs_http_requests_total{code=\"200\"} 12\n\
+             # TYPE otrs_queue_tickets gauge\n\
+             otrs_queue_tickets NaN\n"
+        );
+    }
+
+    #[test]
+    fn histogram_without_labels() {
+        let mut h = Family::new("otrs_x_seconds", "X.", MetricKind::Histogram);
+        h.series.push(Series {
+            labels: vec![],
+            value: Value::Histogram {
+                buckets: vec![(0.005, 1), (1.0, 2), (2.5, 2)],
+                sum: 0.25,
+                count: 4,
+            },
+            created: Some(1.0),
+        });
+        assert_eq!(
+            text(vec![h]),
+            "# HELP otrs_x_seconds X.\n# TYPE otrs_x_seconds histogram\n\
+             otrs_x_seconds_bucket{le=\"0.005\"} 1\n\
+             otrs_x_seconds_bucket{le=\"1\"} 2\n\
+             otrs_x_seconds_bucket{le=\"2.5\"} 2\n\
+             otrs_x_seconds_bucket{le=\"+Inf\"} 4\n\
+             otrs_x_seconds_sum 0.25\n\
+             otrs_x_seconds_count 4\n"
+        );
+    }
+}
