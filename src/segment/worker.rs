@@ -118,6 +118,19 @@ impl Segment {
         let locked = self.lock()?;
         locked.claim(pid, start, kind)
     }
+
+    /// Claims a slot for an arbitrary (`pid`, `start_ticks`) identity. For tests and benchmarks
+    /// that simulate many workers or PID reuse from one process.
+    #[doc(hidden)]
+    pub fn claim_worker_as(
+        &self,
+        pid: u32,
+        start_ticks: u64,
+        kind: WorkerKind,
+    ) -> Result<u32, SegmentError> {
+        let locked = self.lock()?;
+        locked.claim(pid, start_ticks, kind)
+    }
 }
 
 impl Locked<'_> {

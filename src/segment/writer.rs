@@ -115,6 +115,20 @@ impl Writer {
         })
     }
 
+    /// A writer for a slot claimed with [`Segment::claim_worker_as`] (tests and benchmarks).
+    #[doc(hidden)]
+    pub fn for_slot(seg: &Segment, kind: WorkerKind, worker: u32) -> Writer {
+        Writer {
+            seg: seg.clone(),
+            kind,
+            worker,
+            families: HashMap::new(),
+            handles: HashMap::new(),
+            key: Vec::new(),
+            scratch: Vec::new(),
+        }
+    }
+
     /// The worker slot this process writes to.
     pub fn worker(&self) -> u32 {
         self.worker
