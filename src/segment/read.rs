@@ -33,7 +33,10 @@ pub(crate) fn unit_of(name: &str) -> Option<&'static str> {
 }
 
 fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Value {
-    let cell = |k: u64| m.u64_unchecked(entry + E_VALUES + 8 * k).load(Ordering::Relaxed);
+    let cell = |k: u64| {
+        m.u64_unchecked(entry + E_VALUES + 8 * k)
+            .load(Ordering::Relaxed)
+    };
     match fam.def.kind {
         MetricKind::Histogram => {
             let nb = fam.def.buckets.len().min(head.cells as usize - 2);
