@@ -2,9 +2,8 @@
 //! response on stdout.
 
 use std::io::{self, Read, Write};
-use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use super::request::{Handler, Request, Response};
+use super::request::{call_handler, Handler, Request, Response};
 
 /// Largest request body a CGI request may carry; longer bodies get 413 (the exporter's own
 /// forms are a few hundred bytes).
@@ -63,15 +62,6 @@ fn respond(
         Err(resp) => resp,
     };
     response.write_cgi(out, head_only);
-}
-
-/// Runs the handler, turning a panic into a 500 (the panic message itself goes to stderr via
-/// the panic hook, i.e. into the web server's error log).
-pub(crate) fn call_handler(handler: &dyn Handler, req: &Request) -> Response {
-    catch_unwind(AssertUnwindSafe(|| handler.handle(req))).unwrap_or_else(|_| {
-        log::error!("handler panicked on {} {}", req.method, req.path);
-        Response::text(500, "internal error\n")
-    })
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 //! carried the request.
 
 use std::io::Write;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 
 /// A request as the web server described it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -195,6 +196,15 @@ where
     fn handle(&self, req: &Request) -> Response {
         self(req)
     }
+}
+
+/// Runs the handler, turning a panic into a 500 (the panic message itself goes to stderr via
+/// the panic hook, i.e. into the web server's error log).
+pub(crate) fn call_handler(handler: &dyn Handler, req: &Request) -> Response {
+    catch_unwind(AssertUnwindSafe(|| handler.handle(req))).unwrap_or_else(|_| {
+        log::error!("handler panicked on {} {}", req.method, req.path);
+        Response::text(500, "internal error\n")
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //!   requests are CPU-bound scrapes served one at a time per mod_fcgid process.
 //!
 //! The protocol is small (eight-byte record headers, two length encodings for name-value
-//! pairs, one request per connection for us), so ~700 lines we own, fuzz and test against real
+//! pairs, one request per connection for us), so about a thousand lines (half of them tests) we own, fuzz and test against real
 //! sockets and libfcgi's `cgi-fcgi` are less risk than any of the above.
 //!
 //! [`record`] is the pure parser/serialiser (fuzzed via [`record::parse_stream`]); [`server`]

@@ -41,9 +41,8 @@ use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal
 use nix::sys::socket::{getsockname, send, AddressFamily, MsgFlags, SockaddrLike, SockaddrStorage};
 
 use super::record::{self, Error, Limits, Record, RecordReader};
-use crate::front::cgi::call_handler;
 use crate::front::detect::fd_is_listening_socket;
-use crate::front::request::{Handler, Request, Response};
+use crate::front::request::{call_handler, Handler, Request, Response};
 
 /// Settings of [`serve`].
 #[derive(Debug, Clone)]
@@ -615,7 +614,7 @@ fn serve_connection(stream: Stream, handler: &dyn Handler, shared: &Shared, conn
                 break;
             }
             Err(Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
-                if current.is_some() || !waiting {
+                if current.is_some() {
                     log::info!(
                         "FastCGI connection {conn}: request not complete within {:?}; closing",
                         opts.read_timeout
