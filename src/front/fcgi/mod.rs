@@ -13,8 +13,9 @@
 //!   requests are CPU-bound scrapes served one at a time per mod_fcgid process.
 //!
 //! The protocol is small (eight-byte record headers, two length encodings for name-value
-//! pairs, one request per connection for us), so about a thousand lines (half of them tests) we own, fuzz and test against real
-//! sockets and libfcgi's `cgi-fcgi` are less risk than any of the above.
+//! pairs, one request per connection for us), so about a thousand lines (half of them tests)
+//! that we own, fuzz, and test against real sockets and libfcgi's `cgi-fcgi` are less risk
+//! than any of the above.
 //!
 //! [`record`] is the pure parser/serialiser (fuzzed via [`record::parse_stream`]); [`server`]
 //! is the accept loop and connection state machine.
