@@ -1,0 +1,891 @@
+//! The FastCGI responder loop: one listening socket, a bounded number of connection threads,
+//! one request at a time per connection.
+//!
+//! Policies, in one place:
+//! - **Connection bound.** At most [`ServeOptions::max_connections`] connections are served at
+//!   once. When all are busy the loop stops calling `accept()`, so further connections wait in
+//!   the kernel's listen queue (the web server's connect timeout applies) instead of being
+//!   accepted and dropped, which would turn a burst into 502s.
+//! - **No multiplexing.** `FCGI_MPXS_CONNS=0`; a second BEGIN_REQUEST while a request is open on
+//!   the same connection gets END_REQUEST with `FCGI_CANT_MPX_CONN`. Web servers never do this.
+//! - **Timeouts.** From accept (or the end of the previous response on a kept-alive
+//!   connection), a complete request — BEGIN_REQUEST through the empty STDIN record — must
+//!   arrive within [`ServeOptions::read_timeout`], whatever the pace of the bytes, so a
+//!   slowloris client cannot pin a thread. Writes time out after
+//!   [`ServeOptions::write_timeout`].
+//! - **Errors.** Malformed records are logged with `log::warn!` and the connection is closed;
+//!   clients that vanish (EOF, `EPIPE`, `ECONNRESET`) are logged at debug. Writes use
+//!   `MSG_NOSIGNAL`, so a vanished peer never raises SIGPIPE. A handler panic becomes a 500.
+//!   `accept()` errors never end the loop except when the listener itself is unusable
+//!   (`EBADF`, `EINVAL`, `ENOTSOCK`, …); on fd exhaustion (`EMFILE`, `ENFILE`) it sleeps 100 ms
+//!   and retries.
+//! - **Stop.** With [`ServeOptions::handle_signals`], SIGTERM (what mod_fcgid and systemd send)
+//!   and SIGINT stop the accept loop; requests in flight are finished, idle kept-alive
+//!   connections are shut down, and [`serve`] returns `Ok(())` once every connection thread is
+//!   done. `ABORT_REQUEST` for a request whose handler already runs is not noticed; the answer
+//!   is still sent (the handler runs synchronously).
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use nix::sys::socket::{getsockname, send, AddressFamily, MsgFlags, SockaddrLike, SockaddrStorage};
+
+use super::record::{self, Error, Limits, Record, RecordReader};
+use crate::front::detect::fd_is_listening_socket;
+use crate::front::request::{call_handler, Handler, Request, Response};
+
+/// Settings of [`serve`].
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Connections served at once (default 64); also reported as `FCGI_MAX_CONNS` and
+    /// `FCGI_MAX_REQS`. Further connections wait in the listen queue.
+    pub max_connections: usize,
+    /// Time allowed for a complete request to arrive (default 30 s), counted from accept or
+    /// from the end of the previous response on the connection.
+    pub read_timeout: Duration,
+    /// Time allowed for each write of the response (default 30 s).
+    pub write_timeout: Duration,
+    /// Bounds on the PARAMS stream (default 1 MiB total); beyond them the request gets 431.
+    pub limits: Limits,
+    /// Largest request body (default 1 MiB); beyond it the request gets 413.
+    pub max_body_bytes: usize,
+    /// Serve a TCP listener bound to a non-loopback address (default false). Off because the
+    /// exporter trusts `REMOTE_USER`: whoever reaches the socket can claim any user.
+    pub allow_non_loopback: bool,
+    /// TCP peers allowed to connect; `None` allows all. The default is read from
+    /// `FCGI_WEB_SERVER_ADDRS` (comma-separated IPs) like libfcgi does. Unix sockets are not
+    /// filtered (file permissions guard them).
+    pub web_server_addrs: Option<Vec<IpAddr>>,
+    /// Install SIGTERM/SIGINT handlers that stop the server gracefully (default true).
+    pub handle_signals: bool,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            max_connections: 64,
+            read_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
+            limits: Limits::default(),
+            max_body_bytes: 1 << 20,
+            allow_non_loopback: false,
+            web_server_addrs: std::env::var("FCGI_WEB_SERVER_ADDRS")
+                .ok()
+                .map(|v| parse_addrs(&v)),
+            handle_signals: true,
+        }
+    }
+}
+
+/// Parses a comma-separated IP list, warning about (and skipping) entries that are not IPs.
+pub fn parse_addrs(list: &str) -> Vec<IpAddr> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| match s.parse::<IpAddr>() {
+            Ok(ip) => Some(ip.to_canonical()),
+            Err(_) => {
+                log::warn!("FCGI_WEB_SERVER_ADDRS: ignoring {s:?}, not an IP address");
+                None
+            }
+        })
+        .collect()
+}
+
+/// A listening socket to serve FastCGI on.
+#[derive(Debug)]
+pub enum Listener {
+    /// A Unix-domain stream socket (mod_fcgid, spawn-fcgi, nginx `unix:`).
+    Unix(UnixListener),
+    /// A TCP socket (mod_proxy_fcgi `fcgi://127.0.0.1:port`, nginx `127.0.0.1:port`).
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Binds the socket named by `spec`: `unix:/path` (or just `/path`), `tcp:host:port` or
+    /// `host:port`. A stale Unix socket file nobody listens on is removed first; a live one is
+    /// an error.
+    pub fn bind(spec: &str) -> io::Result<Listener> {
+        if let Some(path) = spec
+            .strip_prefix("unix:")
+            .or(spec.starts_with('/').then_some(spec))
+        {
+            remove_stale_socket(Path::new(path))?;
+            return UnixListener::bind(path).map(Listener::Unix);
+        }
+        let addr = spec.strip_prefix("tcp:").unwrap_or(spec);
+        TcpListener::bind(addr).map(Listener::Tcp).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {addr:?} (expected unix:/path or tcp:host:port): {e}"),
+            )
+        })
+    }
+
+    /// Takes over fd 0, the listening socket FastCGI process managers pass
+    /// (`FCGI_LISTENSOCK_FILENO`). The socket is moved to a new close-on-exec fd and fd 0 is
+    /// pointed at `/dev/null`, so stray stdin reads see EOF and child processes don't inherit
+    /// the listener.
+    pub fn from_stdin() -> io::Result<Listener> {
+        let fd = io::stdin().as_fd().try_clone_to_owned()?;
+        let listener = Listener::from_fd(fd)?;
+        nix::unistd::dup2_stdin(std::fs::File::open("/dev/null")?)?;
+        Ok(listener)
+    }
+
+    /// Takes the first socket passed by systemd socket activation (see
+    /// [`Launch::SystemdFds`](crate::front::detect::Launch::SystemdFds)). Further fds are left
+    /// alone, with a warning.
+    pub fn from_systemd(fds: &[RawFd]) -> io::Result<Listener> {
+        let (&first, rest) = fds.split_first().ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                "systemd passed no sockets (LISTEN_FDS)",
+            )
+        })?;
+        if !rest.is_empty() {
+            log::warn!(
+                "systemd passed {} sockets; serving only fd {first}",
+                fds.len()
+            );
+        }
+        if !fd_is_listening_socket(first) {
+            return Err(not_listening(first));
+        }
+        // SAFETY: `first` is open (getsockname just succeeded on it) and was handed to this
+        // process by systemd (LISTEN_PID named us); nothing else in the process owns it, as
+        // `detect()` is called once and its fds are passed here once.
+        let fd = unsafe { OwnedFd::from_raw_fd(first) };
+        nix::fcntl::fcntl(&fd, nix::fcntl::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+        Listener::from_fd(fd)
+    }
+
+    /// Wraps an already listening socket, telling Unix from TCP by its address family.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Listener> {
+        let raw = fd.as_raw_fd();
+        if !fd_is_listening_socket(raw) {
+            return Err(not_listening(raw));
+        }
+        let addr: SockaddrStorage = getsockname(raw)?;
+        match addr.family() {
+            Some(AddressFamily::Unix) => Ok(Listener::Unix(UnixListener::from(fd))),
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                Ok(Listener::Tcp(TcpListener::from(fd)))
+            }
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {raw} is a socket of unsupported family {other:?}"),
+            )),
+        }
+    }
+
+    /// A description for log lines, e.g. `unix:/run/x.sock` or `tcp:127.0.0.1:9000`.
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Unix(l) => match l
+                .local_addr()
+                .ok()
+                .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+            {
+                Some(p) => format!("unix:{p}"),
+                None => "unix:(unnamed)".into(),
+            },
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => format!("tcp:{a}"),
+                Err(_) => "tcp:(unknown)".into(),
+            },
+        }
+    }
+
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Listener::Unix(l) => l.as_fd(),
+            Listener::Tcp(l) => l.as_fd(),
+        }
+    }
+
+    fn set_nonblocking(&self) -> io::Result<()> {
+        match self {
+            Listener::Unix(l) => l.set_nonblocking(true),
+            Listener::Tcp(l) => l.set_nonblocking(true),
+        }
+    }
+
+    fn accept(&self) -> io::Result<(Stream, Option<SocketAddr>)> {
+        match self {
+            Listener::Unix(l) => l.accept().map(|(s, _)| (Stream::Unix(s), None)),
+            Listener::Tcp(l) => l.accept().map(|(s, a)| (Stream::Tcp(s), Some(a))),
+        }
+    }
+}
+
+fn not_listening(fd: RawFd) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        format!("fd {fd} is not a listening socket"),
+    )
+}
+
+/// Removes `path` if it is a socket nobody accepts on (left over from a crashed run).
+fn remove_stale_socket(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => match UnixStream::connect(path) {
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path),
+            Err(_) => Ok(()),
+            Ok(_) => Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!("{} is in use by another process", path.display()),
+            )),
+        },
+        _ => Ok(()),
+    }
+}
+
+/// An accepted connection.
+#[derive(Debug)]
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Stream {
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            Stream::Unix(s) => s.as_raw_fd(),
+            Stream::Tcp(s) => s.as_raw_fd(),
+        }
+    }
+
+    fn prepare(&self, write_timeout: Duration) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => {
+                s.set_nonblocking(false)?;
+                s.set_write_timeout(Some(write_timeout))
+            }
+            Stream::Tcp(s) => {
+                s.set_nonblocking(false)?;
+                s.set_nodelay(true)?;
+                s.set_write_timeout(Some(write_timeout))
+            }
+        }
+    }
+
+    fn set_read_timeout(&self, t: Duration) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.set_read_timeout(Some(t)),
+            Stream::Tcp(s) => s.set_read_timeout(Some(t)),
+        }
+    }
+}
+
+/// Reads with a deadline for the whole request rather than per `read()` call.
+struct DeadlineStream {
+    stream: Stream,
+    deadline: Instant,
+}
+
+impl Read for DeadlineStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.stream.set_read_timeout(left)?;
+        let res = match &mut self.stream {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        };
+        // SO_RCVTIMEO expiry surfaces as EAGAIN.
+        res.map_err(|e| match e.kind() {
+            io::ErrorKind::WouldBlock => io::ErrorKind::TimedOut.into(),
+            _ => e,
+        })
+    }
+}
+
+impl Write for DeadlineStream {
+    /// Sends with `MSG_NOSIGNAL`: a vanished peer yields `EPIPE`, not SIGPIPE.
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        send(self.stream.raw_fd(), buf, MsgFlags::MSG_NOSIGNAL).map_err(|e| match e {
+            Errno::EAGAIN => io::ErrorKind::TimedOut.into(),
+            e => e.into(),
+        })
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Set by the SIGTERM/SIGINT handler.
+static STOP: AtomicBool = AtomicBool::new(false);
+/// Write end of the self-pipe that wakes `poll()` in accept loops; -1 until installed.
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+/// Read end of the self-pipe, created with the handlers.
+static SIGNAL_PIPE: OnceLock<Result<OwnedFd, Errno>> = OnceLock::new();
+
+extern "C" fn on_stop_signal(_: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+    let fd = WAKE_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; `fd` is the pipe's write end, which is never
+        // closed once stored, and `byte` outlives the call. The pipe is non-blocking, so a
+        // full pipe (already signalled) just fails with EAGAIN, which is fine to ignore.
+        unsafe { libc::write(fd, (&raw const byte).cast(), 1) };
+    }
+}
+
+/// Installs the stop handlers once per process and returns the pipe that becomes readable
+/// when a stop signal arrives (it stays readable, so every accept loop sees it).
+fn signal_pipe() -> io::Result<BorrowedFd<'static>> {
+    let res = SIGNAL_PIPE.get_or_init(|| {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)?;
+        // The write end is deliberately leaked: the handler may use it at any time.
+        WAKE_FD.store(std::os::fd::IntoRawFd::into_raw_fd(w), Ordering::SeqCst);
+        let action = SigAction::new(
+            SigHandler::Handler(on_stop_signal),
+            SaFlags::SA_RESTART,
+            SigSet::empty(),
+        );
+        for sig in [Signal::SIGTERM, Signal::SIGINT] {
+            // SAFETY: the handler only touches atomics and calls write(2), both
+            // async-signal-safe; no other code in this crate installs handlers for these.
+            unsafe { sigaction(sig, &action) }?;
+        }
+        Ok(r)
+    });
+    match res {
+        Ok(fd) => Ok(fd.as_fd()),
+        Err(e) => Err(io::Error::from(*e)),
+    }
+}
+
+fn stopping() -> bool {
+    STOP.load(Ordering::SeqCst)
+}
+
+/// State shared by the accept loop and the connection threads.
+struct Shared {
+    opts: ServeOptions,
+    table: Mutex<Table>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Table {
+    /// Connection threads running.
+    active: usize,
+    /// Connections waiting for their next request (id → fd), shut down on stop. A thread
+    /// removes its entry before closing the fd, so every fd here is open.
+    idle: HashMap<u64, RawFd>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Table> {
+        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Marks connection `id` idle (waiting between requests) or busy. Returns false if the
+    /// server is stopping and an idle connection should close instead of waiting.
+    fn set_idle(&self, id: u64, fd: RawFd, idle: bool) -> bool {
+        let mut t = self.lock();
+        if idle {
+            if stopping() {
+                return false;
+            }
+            t.idle.insert(id, fd);
+        } else {
+            t.idle.remove(&id);
+        }
+        true
+    }
+
+    fn finished(&self, id: u64) {
+        let mut t = self.lock();
+        t.idle.remove(&id);
+        t.active -= 1;
+        self.changed.notify_all();
+    }
+}
+
+/// Serves FastCGI responder requests on `listener` until a stop signal (see the module docs
+/// for the policies). Returns an error only if the listener is refused (non-loopback TCP
+/// without [`ServeOptions::allow_non_loopback`]) or becomes unusable.
+pub fn serve(listener: Listener, handler: Arc<dyn Handler>, opts: ServeOptions) -> io::Result<()> {
+    if let Listener::Tcp(l) = &listener {
+        let addr = l.local_addr()?;
+        if !addr.ip().to_canonical().is_loopback() && !opts.allow_non_loopback {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing to serve FastCGI on non-loopback address {addr}: the exporter trusts \
+                     REMOTE_USER as sent by the web server, so anyone who can reach this socket \
+                     can claim to be any user. Listen on a Unix socket or 127.0.0.1, or allow \
+                     non-loopback addresses explicitly once a firewall and FCGI_WEB_SERVER_ADDRS \
+                     keep everyone but the web server out."
+                ),
+            ));
+        }
+    }
+    let wake = if opts.handle_signals {
+        Some(signal_pipe()?)
+    } else {
+        None
+    };
+    listener.set_nonblocking()?;
+    log::info!("serving FastCGI on {}", listener.describe());
+    let shared = Arc::new(Shared {
+        opts,
+        table: Mutex::new(Table::default()),
+        changed: Condvar::new(),
+    });
+    let next_id = AtomicU64::new(0);
+    let result = accept_loop(&listener, &handler, &shared, wake, &next_id);
+    // Stop: close idle kept-alive connections, let busy ones finish, wait for all threads.
+    let mut t = shared.lock();
+    for (_, &fd) in t.idle.iter() {
+        let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Read);
+    }
+    while t.active > 0 {
+        t = shared.changed.wait(t).unwrap_or_else(|p| p.into_inner());
+    }
+    log::info!("FastCGI server on {} stopped", listener.describe());
+    result
+}
+
+fn accept_loop(
+    listener: &Listener,
+    handler: &Arc<dyn Handler>,
+    shared: &Arc<Shared>,
+    wake: Option<BorrowedFd<'static>>,
+    next_id: &AtomicU64,
+) -> io::Result<()> {
+    loop {
+        // Wait for a free slot; unaccepted connections queue in the kernel meanwhile.
+        {
+            let mut t = shared.lock();
+            while t.active >= shared.opts.max_connections && !stopping() {
+                t = shared
+                    .changed
+                    .wait_timeout(t, Duration::from_millis(200))
+                    .unwrap_or_else(|p| p.into_inner())
+                    .0;
+            }
+        }
+        if stopping() {
+            return Ok(());
+        }
+        let mut fds = vec![PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+        if let Some(w) = wake {
+            fds.push(PollFd::new(w, PollFlags::POLLIN));
+        }
+        match poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                log::warn!("poll on FastCGI listener failed: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        }
+        if stopping() {
+            return Ok(());
+        }
+        let (stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => match e.raw_os_error().map(Errno::from_raw) {
+                Some(
+                    Errno::EAGAIN
+                    | Errno::EINTR
+                    | Errno::ECONNABORTED
+                    | Errno::EPROTO
+                    | Errno::EPERM,
+                ) => continue,
+                Some(
+                    Errno::EBADF
+                    | Errno::EINVAL
+                    | Errno::ENOTSOCK
+                    | Errno::EOPNOTSUPP
+                    | Errno::EFAULT,
+                ) => {
+                    log::error!("FastCGI listener unusable: {e}");
+                    return Err(e);
+                }
+                _ => {
+                    // EMFILE, ENFILE, ENOBUFS, ENOMEM and anything unforeseen: back off.
+                    log::warn!("accept() on FastCGI listener failed: {e}; retrying in 100 ms");
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                }
+            },
+        };
+        if let (Some(allowed), Some(peer)) = (&shared.opts.web_server_addrs, peer) {
+            if !allowed.contains(&peer.ip().to_canonical()) {
+                log::warn!("FastCGI connection from {peer} refused: not in FCGI_WEB_SERVER_ADDRS");
+                continue;
+            }
+        }
+        let id = next_id.fetch_add(1, Ordering::Relaxed);
+        shared.lock().active += 1;
+        let (h, s) = (Arc::clone(handler), Arc::clone(shared));
+        let spawned = std::thread::Builder::new()
+            .name(format!("fcgi-conn-{id}"))
+            .spawn(move || {
+                serve_connection(stream, &*h, &s, id);
+                s.finished(id);
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a thread for FastCGI connection {id}: {e}; closing it");
+            shared.finished(id);
+        }
+    }
+}
+
+/// The request being received on a connection.
+struct InFlight {
+    id: u16,
+    keep_conn: bool,
+    params: Vec<u8>,
+    params_done: bool,
+    body: Vec<u8>,
+    /// Set when a limit was exceeded: the answer, once the streams end.
+    refused: Option<Response>,
+}
+
+/// What to do after a record.
+enum Next {
+    Continue,
+    Close,
+}
+
+fn is_vanished(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::NotConnected
+    )
+}
+
+fn serve_connection(stream: Stream, handler: &dyn Handler, shared: &Shared, conn: u64) {
+    let opts = &shared.opts;
+    if let Err(e) = stream.prepare(opts.write_timeout) {
+        log::debug!("FastCGI connection {conn}: setup failed: {e}");
+        return;
+    }
+    let fd = stream.raw_fd();
+    let mut reader = RecordReader::new(
+        DeadlineStream {
+            stream,
+            deadline: Instant::now() + opts.read_timeout,
+        },
+        opts.limits,
+    );
+    let mut current: Option<InFlight> = None;
+    loop {
+        let waiting = current.is_none();
+        if waiting && !shared.set_idle(conn, fd, true) {
+            break;
+        }
+        let next = reader.next_record();
+        if waiting {
+            shared.set_idle(conn, fd, false);
+        }
+        let rec = match next {
+            Ok(Some(rec)) => rec,
+            Ok(None) => {
+                if current.is_some() {
+                    log::debug!("FastCGI connection {conn}: peer closed mid-request");
+                }
+                break;
+            }
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::TimedOut => {
+                if current.is_some() {
+                    log::info!(
+                        "FastCGI connection {conn}: request not complete within {:?}; closing",
+                        opts.read_timeout
+                    );
+                } else {
+                    log::debug!(
+                        "FastCGI connection {conn}: idle for {:?}; closing",
+                        opts.read_timeout
+                    );
+                }
+                break;
+            }
+            Err(Error::Io(e)) => {
+                log::debug!("FastCGI connection {conn}: read failed: {e}");
+                break;
+            }
+            Err(Error::Truncated { .. }) => {
+                log::debug!("FastCGI connection {conn}: peer closed inside a record");
+                break;
+            }
+            Err(e) => {
+                log::warn!(
+                    "FastCGI connection {conn}: malformed input, closing the connection: {e}"
+                );
+                break;
+            }
+        };
+        match on_record(rec, &mut current, &mut reader, handler, opts, conn) {
+            Ok(Next::Continue) => {}
+            Ok(Next::Close) => break,
+            Err(e) if is_vanished(&e) => {
+                log::debug!("FastCGI connection {conn}: peer went away while we wrote: {e}");
+                break;
+            }
+            Err(e) => {
+                log::warn!("FastCGI connection {conn}: write failed: {e}");
+                break;
+            }
+        }
+    }
+}
+
+fn write_end(w: &mut impl Write, id: u16, protocol_status: u8) -> io::Result<()> {
+    let mut out = Vec::with_capacity(16);
+    record::encode_end_request(&mut out, id, 0, protocol_status);
+    w.write_all(&out)
+}
+
+fn on_record(
+    rec: Record,
+    current: &mut Option<InFlight>,
+    reader: &mut RecordReader<DeadlineStream>,
+    handler: &dyn Handler,
+    opts: &ServeOptions,
+    conn: u64,
+) -> io::Result<Next> {
+    let w = reader.get_mut();
+    let is_current = |id: u16| current.as_ref().is_some_and(|c| c.id == id);
+    match rec {
+        Record::GetValues { pairs } => {
+            let max = opts.max_connections.to_string();
+            let answers: Vec<(&str, String)> = pairs
+                .iter()
+                .filter_map(|(name, _)| match name.as_slice() {
+                    b"FCGI_MAX_CONNS" => Some(("FCGI_MAX_CONNS", max.clone())),
+                    b"FCGI_MAX_REQS" => Some(("FCGI_MAX_REQS", max.clone())),
+                    b"FCGI_MPXS_CONNS" => Some(("FCGI_MPXS_CONNS", "0".to_string())),
+                    _ => None,
+                })
+                .collect();
+            let mut out = Vec::new();
+            record::encode_get_values_result(&mut out, &answers);
+            w.write_all(&out)?;
+        }
+        Record::Unknown {
+            record_type,
+            request_id: 0,
+            ..
+        } => {
+            let mut out = Vec::new();
+            record::encode_unknown_type(&mut out, record_type);
+            w.write_all(&out)?;
+        }
+        Record::Unknown {
+            record_type,
+            request_id,
+            ..
+        } => log::debug!("FastCGI connection {conn}: ignoring record type {record_type} for request {request_id}"),
+        Record::BeginRequest {
+            request_id,
+            role,
+            flags,
+        } => {
+            if let Some(c) = current {
+                if c.id == request_id {
+                    log::warn!("FastCGI connection {conn}: request {request_id} begun twice; closing");
+                    return Ok(Next::Close);
+                }
+                log::debug!("FastCGI connection {conn}: refusing concurrent request {request_id}");
+                write_end(w, request_id, record::CANT_MPX_CONN)?;
+            } else if role != record::ROLE_RESPONDER {
+                log::warn!("FastCGI connection {conn}: role {role} not supported (only responder)");
+                write_end(w, request_id, record::UNKNOWN_ROLE)?;
+                if flags & record::KEEP_CONN == 0 {
+                    return Ok(Next::Close);
+                }
+            } else {
+                *current = Some(InFlight {
+                    id: request_id,
+                    keep_conn: flags & record::KEEP_CONN != 0,
+                    params: Vec::new(),
+                    params_done: false,
+                    body: Vec::new(),
+                    refused: None,
+                });
+            }
+        }
+        Record::AbortRequest { request_id } if is_current(request_id) => {
+            let keep = current.take().is_some_and(|c| c.keep_conn);
+            log::debug!("FastCGI connection {conn}: request {request_id} aborted by the web server");
+            write_end(w, request_id, record::REQUEST_COMPLETE)?;
+            w.deadline = Instant::now() + opts.read_timeout;
+            if !keep {
+                return Ok(Next::Close);
+            }
+        }
+        Record::Params { request_id, data } if is_current(request_id) => {
+            let c = current.as_mut().expect("checked by is_current");
+            if data.is_empty() {
+                c.params_done = true;
+            } else if c.refused.is_none() {
+                if c.params.len() + data.len() > opts.limits.max_params_bytes {
+                    log::warn!("FastCGI connection {conn}: PARAMS exceed {} bytes; answering 431", opts.limits.max_params_bytes);
+                    c.refused = Some(Response::text(431, "request parameters too large\n"));
+                    c.params = Vec::new();
+                } else {
+                    c.params.extend_from_slice(&data);
+                }
+            }
+        }
+        Record::Stdin { request_id, data } if is_current(request_id) => {
+            let c = current.as_mut().expect("checked by is_current");
+            if !data.is_empty() {
+                if c.refused.is_none() {
+                    if c.body.len() + data.len() > opts.max_body_bytes {
+                        c.refused = Some(Response::text(413, "request body too large\n"));
+                        c.body = Vec::new();
+                    } else {
+                        c.body.extend_from_slice(&data);
+                    }
+                }
+                return Ok(Next::Continue);
+            }
+            let c = current.take().expect("checked by is_current");
+            if !c.params_done {
+                log::warn!("FastCGI connection {conn}: STDIN ended before PARAMS; closing");
+                return Ok(Next::Close);
+            }
+            let keep = c.keep_conn && !stopping();
+            let mut malformed = false;
+            let (response, head_only) = match c.refused {
+                Some(r) => (r, false),
+                None => match record::decode_pairs(&c.params, &opts.limits) {
+                    Ok(pairs) => {
+                        let params = pairs
+                            .into_iter()
+                            .map(|(n, v)| {
+                                (
+                                    String::from_utf8_lossy(&n).into_owned(),
+                                    String::from_utf8_lossy(&v).into_owned(),
+                                )
+                            })
+                            .collect();
+                        let req = Request::from_cgi_params(params, c.body);
+                        (call_handler(handler, &req), req.method == "HEAD")
+                    }
+                    Err(e) => {
+                        log::warn!("FastCGI connection {conn}: malformed PARAMS: {e}");
+                        malformed = true;
+                        (Response::text(400, "malformed FastCGI parameters\n"), false)
+                    }
+                },
+            };
+            let mut cgi = Vec::new();
+            response.write_cgi(&mut cgi, head_only);
+            write_response(w, c.id, &cgi)?;
+            w.deadline = Instant::now() + opts.read_timeout;
+            if !keep || malformed {
+                return Ok(Next::Close);
+            }
+        }
+        Record::AbortRequest { request_id }
+        | Record::Params { request_id, .. }
+        | Record::Stdin { request_id, .. }
+        | Record::Data { request_id, .. } => {
+            log::debug!("FastCGI connection {conn}: ignoring record for inactive request {request_id}");
+        }
+        Record::EndRequest { .. }
+        | Record::Stdout { .. }
+        | Record::Stderr { .. }
+        | Record::GetValuesResult { .. }
+        | Record::UnknownType { .. } => {
+            log::warn!("FastCGI connection {conn}: peer sent a record only applications send; closing");
+            return Ok(Next::Close);
+        }
+    }
+    Ok(Next::Continue)
+}
+
+/// Writes `cgi` as the STDOUT stream of request `id`, then END_REQUEST, one record at a time
+/// so a large body is not copied whole.
+fn write_response(w: &mut impl Write, id: u16, cgi: &[u8]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(record::STREAM_CHUNK + 16);
+    for chunk in cgi.chunks(record::STREAM_CHUNK) {
+        buf.clear();
+        record::encode_record(&mut buf, record::STDOUT, id, chunk);
+        w.write_all(&buf)?;
+    }
+    buf.clear();
+    record::encode_record(&mut buf, record::STDOUT, id, &[]);
+    record::encode_end_request(&mut buf, id, 0, record::REQUEST_COMPLETE);
+    w.write_all(&buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addr_list() {
+        assert_eq!(
+            parse_addrs("127.0.0.1, ::1,bogus,,::ffff:10.0.0.1"),
+            vec![
+                "127.0.0.1".parse::<IpAddr>().unwrap(),
+                "::1".parse().unwrap(),
+                "10.0.0.1".parse().unwrap()
+            ]
+        );
+    }
+
+    #[test]
+    fn bind_specs_and_non_loopback_refusal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sock");
+        let spec = format!("unix:{}", path.display());
+        let l = Listener::bind(&spec).unwrap();
+        assert_eq!(l.describe(), spec);
+        assert!(
+            Listener::bind(&spec).is_err(),
+            "live socket must not be replaced"
+        );
+        drop(l);
+        // The file is left behind, stale: binding again removes it.
+        assert!(matches!(Listener::bind(&spec).unwrap(), Listener::Unix(_)));
+        assert!(matches!(
+            Listener::bind("tcp:127.0.0.1:0").unwrap(),
+            Listener::Tcp(_)
+        ));
+        assert!(matches!(
+            Listener::bind("127.0.0.1:0").unwrap(),
+            Listener::Tcp(_)
+        ));
+        assert!(Listener::bind("nonsense").is_err());
+
+        let wide = Listener::bind("0.0.0.0:0").unwrap();
+        let opts = ServeOptions {
+            handle_signals: false,
+            ..ServeOptions::default()
+        };
+        let err = serve(wide, Arc::new(|_: &Request| Response::text(200, "")), opts).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("REMOTE_USER"), "{err}");
+    }
+}
