@@ -7,9 +7,13 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod demo;
 pub mod exposition;
 pub mod front;
+pub mod ingest;
 pub mod segment;
+pub mod service;
 pub mod snapshot;

@@ -1,1 +1,8 @@
-fn main() {}
+//! The `otrs-exporter` binary: see [`otrs_exporter::cli`].
+
+fn main() {
+    if let Err(e) = otrs_exporter::cli::main() {
+        eprintln!("otrs-exporter: error: {e:#}");
+        std::process::exit(1);
+    }
+}

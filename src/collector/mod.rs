@@ -1,1 +1,46 @@
-//! collector
+//! Collectors and the runner that drives them on every scrape.
+//!
+//! A collector owns a few metric families and has one job: produce them now, or fail. The
+//! [`runner::Runner`] runs the selected collectors concurrently under the scrape deadline and
+//! reports `otrs_exporter_collector_success` and `otrs_exporter_collector_duration_seconds` for
+//! each, so one failing or slow collector never fails the whole scrape. Nothing here knows
+//! about HTTP.
+
+pub mod exporter;
+pub mod runner;
+pub mod segment;
+mod selection;
+
+use std::time::Instant;
+
+pub use runner::{Outcome, Runner, Scrape};
+pub use selection::Selection;
+
+use crate::snapshot::Family;
+
+/// What a collector may know about the scrape it serves.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// When the scrape must be answered; collectors doing slow I/O should give up by then.
+    pub deadline: Instant,
+}
+
+/// Why a collector produced nothing (its families are left out; `collector_success` is 0).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CollectError(pub String);
+
+impl CollectError {
+    /// An error from anything printable.
+    pub fn new(msg: impl std::fmt::Display) -> Self {
+        CollectError(msg.to_string())
+    }
+}
+
+/// A source of metric families.
+pub trait Collector: Send + Sync + 'static {
+    /// Short name, used in `collect[]` and in the `collector` label.
+    fn name(&self) -> &'static str;
+    /// Produces the families this collector owns.
+    fn collect(&self, ctx: &Context) -> Result<Vec<Family>, CollectError>;
+}

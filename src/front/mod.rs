@@ -30,4 +30,5 @@
 pub mod cgi;
 pub mod detect;
 pub mod fcgi;
+pub mod http;
 pub mod request;

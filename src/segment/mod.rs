@@ -136,7 +136,8 @@ pub(crate) struct Locked<'a> {
     _guard: SemGuard,
 }
 
-pub(crate) fn now_unix() -> f64 {
+/// The current time in Unix seconds.
+pub fn now_unix() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

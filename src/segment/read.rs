@@ -10,6 +10,9 @@ use super::mem::Mapping;
 use super::{Segment, SegmentError};
 use crate::snapshot::{Family, Label, MetricKind, Series, Value};
 
+/// Series of one family combined over workers: value and earliest creation time.
+type Merged = HashMap<Vec<Label>, (Value, Option<f64>)>;
+
 /// How to present the segment's series.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {
@@ -109,7 +112,7 @@ impl Segment {
                 fam
             })
             .collect();
-        let mut merged: Vec<HashMap<Vec<Label>, (Value, Option<f64>)>> =
+        let mut merged: Vec<Merged> =
             vec![HashMap::new(); if opts.worker_label { 0 } else { fams.len() }];
         let mut worker_names: HashMap<u32, String> = HashMap::new();
         let mut bytes = Vec::new();

@@ -1,0 +1,248 @@
+//! Console commands and the command-line interface.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+use crate::config::{self, Config};
+use crate::front::{cgi, detect, fcgi};
+use crate::segment::Segment;
+use crate::service::{segment_options, Service};
+
+/// Prometheus exporter for OTRS 6, Znuny and OTOBO, run behind the web server as a FastCGI or
+/// CGI handler.
+#[derive(Debug, Parser)]
+#[command(name = "otrs-exporter", version, about, long_about = None)]
+pub struct Cli {
+    /// Configuration file [default: $OTRS_EXPORTER_CONFIG or /etc/otrs-exporter/config.toml].
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// The command; without one, the launch mode is detected (FastCGI socket on fd 0, systemd
+    /// socket activation, or CGI).
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+/// Console commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve FastCGI on a unix socket or loopback TCP address (for nginx fastcgi_pass or
+    /// Apache mod_proxy_fcgi).
+    Serve {
+        /// `unix:/path`, `/path`, `host:port` or `tcp:host:port` [default: web.listen].
+        #[arg(long)]
+        listen: Option<String>,
+        /// Allow a TCP address that is not loopback (REMOTE_USER would be trusted from anyone
+        /// who can reach it: only behind a firewall).
+        #[arg(long)]
+        allow_non_loopback: bool,
+    },
+    /// Run a self-contained demo: synthetic OTRS traffic and the exporter on a loopback port.
+    Demo {
+        /// Address for the built-in HTTP listener.
+        #[arg(long, default_value = "127.0.0.1:9646")]
+        listen: SocketAddr,
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Print the effective settings and where each one came from.
+    CheckConfig,
+    /// Inspect or maintain the shared segment.
+    Segment {
+        /// What to do.
+        #[command(subcommand)]
+        action: SegmentAction,
+    },
+    /// Empty the shared segment (all counters restart from zero).
+    #[command(visible_alias = "Maint::Prometheus::ClearMemory")]
+    ClearMemory,
+    /// Fold the values of exited worker processes into worker="exited" now.
+    #[command(
+        visible_alias = "Maint::Prometheus::DeleteValuesWithDiedPIDs",
+        alias = "Maint::Prometheus::DeleteDiedPIDs",
+        alias = "gc"
+    )]
+    DeleteDeadWorkerValues,
+    /// Write synthetic traffic into a segment (used by `demo`).
+    #[command(hide = true)]
+    DemoTraffic {
+        /// Segment file.
+        #[arg(long)]
+        segment: PathBuf,
+        /// How long to run.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+    },
+}
+
+/// `segment` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum SegmentAction {
+    /// Replace the segment with an empty one.
+    Clear,
+    /// Fold exited workers older than the grace period (gc.grace_seconds, or --grace).
+    Gc {
+        /// Grace period in seconds (0 = fold every dead worker now).
+        #[arg(long)]
+        grace: Option<u64>,
+    },
+    /// Print everything in the segment.
+    Dump {
+        /// Machine-readable JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn init_logging(level: log::LevelFilter) {
+    // Under a web server stderr goes to its error log: keep lines self-describing.
+    let _ = env_logger::Builder::new()
+        .filter_level(level)
+        .format(|buf, rec| {
+            writeln!(
+                buf,
+                "otrs-exporter[{}]: {}: {}",
+                std::process::id(),
+                rec.level().as_str().to_lowercase(),
+                rec.args()
+            )
+        })
+        .try_init();
+}
+
+fn load_config(path: Option<&std::path::Path>) -> Result<Config> {
+    let loaded = config::load(path)?;
+    init_logging(loaded.config.log_level.to_level_filter());
+    Ok(loaded.config)
+}
+
+fn service(cfg: &Config) -> Result<Arc<Service>> {
+    let opts = segment_options(cfg).map_err(anyhow::Error::msg)?;
+    Ok(Arc::new(Service::new(cfg.clone(), opts)))
+}
+
+fn open_segment(cfg: &Config) -> Result<Segment> {
+    let opts = segment_options(cfg).map_err(anyhow::Error::msg)?;
+    Segment::open(&opts).with_context(|| format!("opening {}", opts.path.display()))
+}
+
+/// Entry point: decides between web-server launch modes and console commands.
+pub fn main() -> Result<()> {
+    // A web server may pass CGI query words as arguments; never let them reach the parser.
+    let launch = detect::detect();
+    if !matches!(launch, detect::Launch::Standalone) {
+        let cfg = load_config(None)?;
+        let svc = service(&cfg)?;
+        return match launch {
+            detect::Launch::Cgi => cgi::run_cgi(svc.as_ref()).map_err(Into::into),
+            detect::Launch::FastCgiFd0 => fcgi::serve(
+                fcgi::Listener::from_stdin()?,
+                svc,
+                fcgi::ServeOptions::default(),
+            )
+            .map_err(Into::into),
+            detect::Launch::SystemdFds(fds) => fcgi::serve(
+                fcgi::Listener::from_systemd(&fds)?,
+                svc,
+                fcgi::ServeOptions::default(),
+            )
+            .map_err(Into::into),
+            detect::Launch::Standalone => unreachable!(),
+        };
+    }
+    let cli = Cli::parse();
+    let cfg_path = cli.config.as_deref();
+    let Some(command) = cli.command else {
+        use clap::CommandFactory;
+        Cli::command().print_help()?;
+        eprintln!("\nno command given and not started by a web server (no CGI environment, no FastCGI socket on fd 0)");
+        std::process::exit(2);
+    };
+    match command {
+        Command::Serve {
+            listen,
+            allow_non_loopback,
+        } => {
+            let cfg = load_config(cfg_path)?;
+            let spec = listen.unwrap_or_else(|| cfg.web.listen.clone());
+            let listener = fcgi::Listener::bind(&spec)?;
+            log::info!("serving FastCGI on {}", listener.describe());
+            let opts = fcgi::ServeOptions {
+                allow_non_loopback,
+                ..fcgi::ServeOptions::default()
+            };
+            fcgi::serve(listener, service(&cfg)?, opts)?;
+        }
+        Command::Demo { listen, seconds } => {
+            let cfg = load_config(cfg_path)?;
+            crate::demo::run(cfg, listen, seconds.map(Duration::from_secs))?;
+        }
+        Command::CheckConfig => {
+            let loaded = config::load(cfg_path)?;
+            print!("{}", loaded.describe());
+            let cfg = &loaded.config;
+            println!("\n# derived");
+            println!("metrics path: {}", cfg.metrics_path());
+            println!("admin path:   {}", cfg.admin_path());
+            segment_options(cfg).map_err(anyhow::Error::msg)?;
+        }
+        Command::Segment { action } => {
+            let cfg = load_config(cfg_path)?;
+            let seg = open_segment(&cfg)?;
+            match action {
+                SegmentAction::Clear => clear(&seg)?,
+                SegmentAction::Gc { grace } => gc(
+                    &seg,
+                    Duration::from_secs(grace.unwrap_or(cfg.gc.grace_seconds)),
+                )?,
+                SegmentAction::Dump { json } => {
+                    let dump = seg.dump()?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&dump)?);
+                    } else {
+                        print!("{dump}");
+                    }
+                }
+            }
+        }
+        Command::ClearMemory => {
+            let cfg = load_config(cfg_path)?;
+            clear(&open_segment(&cfg)?)?;
+        }
+        Command::DeleteDeadWorkerValues => {
+            let cfg = load_config(cfg_path)?;
+            gc(&open_segment(&cfg)?, Duration::ZERO)?;
+        }
+        Command::DemoTraffic { segment, seconds } => {
+            init_logging(log::LevelFilter::Warn);
+            crate::demo::traffic(&segment, Duration::from_secs(seconds))?;
+        }
+    }
+    Ok(())
+}
+
+fn clear(seg: &Segment) -> Result<()> {
+    println!("Clearing the shared segment {} ...", seg.path().display());
+    seg.clear()?;
+    println!("Done. All processes switch to the empty segment on their next access.");
+    Ok(())
+}
+
+fn gc(seg: &Segment, grace: Duration) -> Result<()> {
+    println!(
+        "Folding workers that exited more than {}s ago into worker=\"exited\" ...",
+        grace.as_secs()
+    );
+    let r = seg.gc(grace)?;
+    println!(
+        "Done. Checked {} workers: folded {} ({} series kept as worker=\"exited\", {} gauges dropped), {} still within the grace period.",
+        r.workers_checked, r.workers_folded, r.series_folded, r.series_dropped, r.workers_pending
+    );
+    Ok(())
+}

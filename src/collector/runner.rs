@@ -1,0 +1,229 @@
+//! Runs the selected collectors concurrently under a deadline and adds the scrape meta metrics.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{Collector, Context, Selection};
+use crate::snapshot::{Family, MetricKind};
+
+/// How one collector fared in one scrape.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    /// Collector name.
+    pub name: &'static str,
+    /// Time it took (the full timeout for one that did not finish).
+    pub duration: Duration,
+    /// Number of series produced, or why it produced none.
+    pub result: Result<usize, String>,
+}
+
+/// Everything one scrape collected.
+#[derive(Debug, Clone)]
+pub struct Scrape {
+    /// Families from the collectors that finished in time, plus the meta families.
+    pub families: Vec<Family>,
+    /// Per collector, in registration order.
+    pub outcomes: Vec<Outcome>,
+    /// Wall time from start to the last collector (or the deadline).
+    pub duration: Duration,
+}
+
+/// The set of collectors of one exporter process.
+#[derive(Clone, Default)]
+pub struct Runner {
+    collectors: Vec<Arc<dyn Collector>>,
+}
+
+impl Runner {
+    /// An empty runner.
+    pub fn new() -> Runner {
+        Runner::default()
+    }
+
+    /// Adds a collector (builder style).
+    pub fn with(mut self, c: impl Collector) -> Runner {
+        self.collectors.push(Arc::new(c));
+        self
+    }
+
+    /// Names of the registered collectors.
+    pub fn names(&self) -> Vec<&'static str> {
+        self.collectors.iter().map(|c| c.name()).collect()
+    }
+
+    /// Runs the collectors `selection` picks, each on its own thread, and waits until all are
+    /// done or `timeout` has passed. A collector still running at the deadline is reported as
+    /// failed and its late result is discarded (its thread finishes in the background).
+    pub fn run(&self, selection: &Selection, timeout: Duration) -> Scrape {
+        let start = Instant::now();
+        let deadline = start + timeout;
+        let ctx = Context { deadline };
+        let (tx, rx) = mpsc::channel();
+        let selected: Vec<(usize, Arc<dyn Collector>)> = self
+            .collectors
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| selection.includes(c.name()))
+            .map(|(i, c)| (i, c.clone()))
+            .collect();
+        let mut outcomes: Vec<Option<Outcome>> = vec![None; self.collectors.len()];
+        let mut results: Vec<Option<Vec<Family>>> = vec![None; self.collectors.len()];
+        for (idx, c) in &selected {
+            let (i, c, tx, ctx) = (*idx, c.clone(), tx.clone(), ctx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("collect-{}", c.name()))
+                .spawn(move || {
+                    let t = Instant::now();
+                    let r = catch_unwind(AssertUnwindSafe(|| c.collect(&ctx)))
+                        .unwrap_or_else(|_| Err(super::CollectError::new("collector panicked")));
+                    let _ = tx.send((i, t.elapsed(), r));
+                });
+            if let Err(e) = spawned {
+                outcomes[*idx] = Some(Outcome {
+                    name: self.collectors[*idx].name(),
+                    duration: Duration::ZERO,
+                    result: Err(format!("cannot start a thread: {e}")),
+                });
+            }
+        }
+        drop(tx);
+        let mut pending = selected
+            .iter()
+            .filter(|(i, _)| outcomes[*i].is_none())
+            .count();
+        while pending > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok((i, duration, r)) => {
+                    let name = self.collectors[i].name();
+                    let result = match r {
+                        Ok(fams) => {
+                            let n = fams.iter().map(|f| f.series.len()).sum();
+                            results[i] = Some(fams);
+                            Ok(n)
+                        }
+                        Err(e) => {
+                            log::warn!("collector {name} failed: {e}");
+                            Err(e.0)
+                        }
+                    };
+                    outcomes[i] = Some(Outcome {
+                        name,
+                        duration,
+                        result,
+                    });
+                    pending -= 1;
+                }
+                Err(_) => break,
+            }
+        }
+        let duration = start.elapsed();
+        let mut families: Vec<Family> = results.into_iter().flatten().flatten().collect();
+        let outcomes: Vec<Outcome> = selected
+            .iter()
+            .map(|(i, c)| {
+                outcomes[*i].take().unwrap_or_else(|| {
+                    log::warn!("collector {} did not finish within {timeout:?}", c.name());
+                    Outcome {
+                        name: c.name(),
+                        duration,
+                        result: Err(format!("did not finish within {timeout:?}")),
+                    }
+                })
+            })
+            .collect();
+        families.extend(meta_families(&outcomes, duration));
+        Scrape {
+            families,
+            outcomes,
+            duration,
+        }
+    }
+}
+
+/// `otrs_exporter_collector_duration_seconds`, `..._collector_success` and
+/// `..._scrape_duration_seconds`, gauges as the exporter guidelines ask.
+fn meta_families(outcomes: &[Outcome], duration: Duration) -> Vec<Family> {
+    let mut dur = Family::new(
+        "otrs_exporter_collector_duration_seconds",
+        "Time a collector took in this scrape.",
+        MetricKind::Gauge,
+    )
+    .with_unit("seconds");
+    let mut ok = Family::new(
+        "otrs_exporter_collector_success",
+        "Whether a collector succeeded in this scrape (1) or failed or timed out (0).",
+        MetricKind::Gauge,
+    );
+    for o in outcomes {
+        dur.push(&[("collector", o.name)], o.duration.as_secs_f64());
+        ok.push(
+            &[("collector", o.name)],
+            if o.result.is_ok() { 1.0 } else { 0.0 },
+        );
+    }
+    let mut total = Family::new(
+        "otrs_exporter_scrape_duration_seconds",
+        "Time the collectors of this scrape took, rendering excluded.",
+        MetricKind::Gauge,
+    )
+    .with_unit("seconds");
+    total.push(&[], duration.as_secs_f64());
+    vec![dur, ok, total]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::collector::CollectError;
+
+    struct Fixed(&'static str, Duration, bool);
+    impl Collector for Fixed {
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        fn collect(&self, _: &Context) -> Result<Vec<Family>, CollectError> {
+            std::thread::sleep(self.1);
+            if !self.2 {
+                return Err(CollectError::new("broken on purpose"));
+            }
+            let mut f = Family::new(format!("t_{}", self.0), "x", MetricKind::Gauge);
+            f.push(&[], 1.0);
+            Ok(vec![f])
+        }
+    }
+
+    fn success(s: &Scrape, name: &str) -> f64 {
+        let fam = s
+            .families
+            .iter()
+            .find(|f| f.name == "otrs_exporter_collector_success")
+            .unwrap();
+        let series = fam.series.iter().find(|x| x.labels[0].1 == name).unwrap();
+        match series.value {
+            crate::snapshot::Value::Scalar(v) => v,
+            _ => panic!(),
+        }
+    }
+
+    #[test]
+    fn slow_and_failing_collectors_do_not_fail_the_scrape() {
+        let runner = Runner::new()
+            .with(Fixed("fast", Duration::ZERO, true))
+            .with(Fixed("broken", Duration::ZERO, false))
+            .with(Fixed("slow", Duration::from_secs(5), true));
+        let t = Instant::now();
+        let s = runner.run(&Selection::All, Duration::from_millis(300));
+        assert!(t.elapsed() < Duration::from_secs(2), "deadline honoured");
+        assert_eq!(success(&s, "fast"), 1.0);
+        assert_eq!(success(&s, "broken"), 0.0);
+        assert_eq!(success(&s, "slow"), 0.0);
+        assert!(s.families.iter().any(|f| f.name == "t_fast"));
+        assert!(!s.families.iter().any(|f| f.name == "t_slow"));
+        let sel = Selection::from_query("collect[]=fast", &runner.names()).unwrap();
+        let s = runner.run(&sel, Duration::from_secs(1));
+        assert_eq!(s.outcomes.len(), 1);
+    }
+}

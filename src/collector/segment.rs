@@ -1,0 +1,89 @@
+//! The `segment` collector: everything processes wrote into the shared segment (web requests
+//! per worker, log counters, the exporter's own per-worker counters).
+
+use std::sync::{Arc, Mutex};
+
+use super::{CollectError, Collector, Context};
+use crate::segment::{ReadOptions, Segment, SegmentError, SegmentOptions};
+use crate::snapshot::Family;
+
+/// The process' handle on the shared segment: opened lazily, reopened when another process
+/// replaced the file, recreated when it turns out to be corrupt.
+pub struct SegmentSource {
+    opts: SegmentOptions,
+    current: Mutex<Option<Segment>>,
+}
+
+impl SegmentSource {
+    /// A source for the segment described by `opts` (nothing is opened yet).
+    pub fn new(opts: SegmentOptions) -> Arc<SegmentSource> {
+        Arc::new(SegmentSource {
+            opts,
+            current: Mutex::new(None),
+        })
+    }
+
+    /// The options of the segment.
+    pub fn options(&self) -> &SegmentOptions {
+        &self.opts
+    }
+
+    /// The open segment, (re)opening it when needed.
+    pub fn get(&self) -> Result<Segment, SegmentError> {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(seg) = cur.as_ref() {
+            if !seg.is_stale() {
+                return Ok(seg.clone());
+            }
+        }
+        let seg = Segment::open(&self.opts)?;
+        *cur = Some(seg.clone());
+        Ok(seg)
+    }
+
+    /// Replaces a corrupt segment with a fresh one.
+    pub fn recreate(&self, seg: &Segment, reason: &str) -> Result<Segment, SegmentError> {
+        let fresh = seg.recreate(reason)?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(fresh.clone());
+        Ok(fresh)
+    }
+}
+
+/// Reads the shared segment.
+pub struct SegmentCollector {
+    source: Arc<SegmentSource>,
+    read: ReadOptions,
+}
+
+impl SegmentCollector {
+    /// A collector reading `source`; `worker_label` false combines series over workers.
+    pub fn new(source: Arc<SegmentSource>, worker_label: bool) -> SegmentCollector {
+        SegmentCollector {
+            source,
+            read: ReadOptions { worker_label },
+        }
+    }
+}
+
+impl Collector for SegmentCollector {
+    fn name(&self) -> &'static str {
+        "segment"
+    }
+
+    fn collect(&self, _ctx: &Context) -> Result<Vec<Family>, CollectError> {
+        let seg = self.source.get().map_err(CollectError::new)?;
+        let checked = seg.check().and_then(|_| seg.read(&self.read));
+        match checked {
+            Ok(fams) => Ok(fams),
+            Err(SegmentError::Corrupt(reason)) => {
+                // Values in a corrupt segment cannot be trusted: start over, say so.
+                let err = format!("shared segment was corrupt ({reason}); it has been recreated");
+                self.source
+                    .recreate(&seg, &reason)
+                    .map_err(|e| CollectError::new(format!("{err}, but: {e}")))?;
+                Err(CollectError(err))
+            }
+            Err(e) => Err(CollectError::new(e)),
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! The exporter service: routes a request from any front end (FastCGI, CGI, demo HTTP) to a
+//! scrape, runs the collectors, records per-worker figures in the segment and renders the
+//! answer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::collector::exporter::ExporterCollector;
+use crate::collector::segment::{SegmentCollector, SegmentSource};
+use crate::collector::{Runner, Scrape, Selection};
+use crate::config::Config;
+use crate::exposition::{render, Format};
+use crate::front::request::{Handler, Request, Response};
+use crate::segment::{FamilyDef, SegmentOptions, WorkerKind, Writer};
+use crate::snapshot::Snapshot;
+
+/// Seconds kept free of Prometheus' scrape timeout for rendering and transport.
+const TIMEOUT_OFFSET: f64 = 0.5;
+
+/// `otrs_exporter_scrapes_total{worker}`: scrapes answered by each exporter process.
+pub fn scrapes_family() -> FamilyDef {
+    FamilyDef::counter(
+        "otrs_exporter_scrapes",
+        "Scrapes answered, by exporter process (worker).",
+    )
+}
+
+/// `otrs_exporter_scrape_errors_total{collector}`: collector failures over all workers.
+pub fn scrape_errors_family() -> FamilyDef {
+    FamilyDef::counter(
+        "otrs_exporter_scrape_errors",
+        "Collector failures and timeouts, by collector, over all exporter processes.",
+    )
+    .shared()
+}
+
+/// Turns the `[segment]` settings into segment options (resolving the group name).
+pub fn segment_options(cfg: &Config) -> Result<SegmentOptions, String> {
+    let s = &cfg.segment;
+    let gid = if s.group.is_empty() {
+        None
+    } else {
+        match nix::unistd::Group::from_name(&s.group) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            Ok(None) => return Err(format!("segment.group: no group named {:?}", s.group)),
+            Err(e) => return Err(format!("segment.group {:?}: {e}", s.group)),
+        }
+    };
+    Ok(SegmentOptions {
+        path: s.path.clone(),
+        max_bytes: s.max_bytes,
+        initial_bytes: s.initial_bytes,
+        worker_slots: s.worker_slots,
+        gid,
+        mode: s.mode.bits(),
+        lock_timeout: Duration::from_millis(s.lock_timeout_ms),
+    })
+}
+
+/// One exporter process' state: settings, the segment, the collectors and its worker slot.
+pub struct Service {
+    config: Config,
+    source: Arc<SegmentSource>,
+    runner: Runner,
+    writer: Mutex<Option<Writer>>,
+}
+
+impl Service {
+    /// Builds the service. Nothing is opened yet: a segment that cannot be opened makes the
+    /// collectors that need it fail, never the scrape.
+    pub fn new(config: Config, segment: SegmentOptions) -> Service {
+        let source = SegmentSource::new(segment);
+        let runner = Runner::new()
+            .with(ExporterCollector::new(source.clone()))
+            .with(SegmentCollector::new(
+                source.clone(),
+                config.web.worker_label,
+            ));
+        Service {
+            config,
+            source,
+            runner,
+            writer: Mutex::new(None),
+        }
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The shared segment.
+    pub fn segment(&self) -> &Arc<SegmentSource> {
+        &self.source
+    }
+
+    /// Names of the collectors (for `collect[]`).
+    pub fn collectors(&self) -> Vec<&'static str> {
+        self.runner.names()
+    }
+
+    /// The scrape deadline: the configured timeout, shortened to Prometheus' own timeout (from
+    /// `X-Prometheus-Scrape-Timeout-Seconds`) minus a small offset.
+    pub fn timeout(&self, header: Option<&str>) -> Duration {
+        let mut secs = self.config.web.scrape_timeout_seconds;
+        if let Some(h) = header.and_then(|h| h.trim().parse::<f64>().ok()) {
+            if h.is_finite() && h > 0.0 {
+                secs = secs.min((h - TIMEOUT_OFFSET).max(h / 2.0));
+            }
+        }
+        Duration::from_secs_f64(secs.max(0.05))
+    }
+
+    /// Runs one scrape and renders it.
+    pub fn scrape(&self, req: &Request) -> Response {
+        let selection = match Selection::from_query(&req.query, &self.collectors()) {
+            Ok(s) => s,
+            Err(e) => return Response::text(400, format!("{e}\n")),
+        };
+        let timeout = self.timeout(req.header("X-Prometheus-Scrape-Timeout-Seconds"));
+        let scrape = self.runner.run(&selection, timeout);
+        self.record(&scrape);
+        let format = Format::negotiate(req.header("Accept"));
+        let mut snapshot = Snapshot {
+            families: scrape.families,
+        };
+        let dropped = snapshot.normalize();
+        if dropped > 0 {
+            log::error!("{dropped} metric families had conflicting types and were dropped");
+        }
+        let mut body = Vec::with_capacity(64 * 1024);
+        render(&snapshot, format, &mut body);
+        Response::new(200, format.content_type(), body)
+    }
+
+    /// Counts the scrape and its failures in this worker's slot, and lets GC run if due.
+    fn record(&self, scrape: &Scrape) {
+        let seg = match self.source.get() {
+            Ok(s) => s,
+            Err(e) => {
+                log::warn!("cannot record scrape in the segment: {e}");
+                return;
+            }
+        };
+        let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let result = (|| {
+            match guard.as_mut() {
+                Some(w) => {
+                    w.refresh()?;
+                }
+                None => *guard = Some(Writer::new(&seg, WorkerKind::Exporter)?),
+            }
+            let w = guard.as_mut().expect("writer set above");
+            w.inc(&scrapes_family(), &[])?;
+            for o in scrape.outcomes.iter().filter(|o| o.result.is_err()) {
+                w.inc(&scrape_errors_family(), &[("collector", o.name)])?;
+            }
+            Ok::<(), crate::segment::SegmentError>(())
+        })();
+        if let Err(e) = result {
+            log::warn!("cannot record scrape in the segment: {e}");
+        }
+        drop(guard);
+        let gc = &self.config.gc;
+        if let Err(e) = seg.maybe_gc(
+            Duration::from_secs(gc.grace_seconds),
+            Duration::from_secs(gc.interval_seconds),
+        ) {
+            log::warn!("segment GC failed: {e}");
+        }
+    }
+
+    fn landing(&self) -> Response {
+        let path = self.config.metrics_path();
+        let body = format!(
+            "<!DOCTYPE html><html><head><meta charset=\"utf-8\"><title>otrs-exporter</title></head>\
+             <body><h1>otrs-exporter {}</h1><p><a href=\"{}\">Metrics</a></p></body></html>\n",
+            env!("CARGO_PKG_VERSION"),
+            html_escape(&path)
+        );
+        Response::new(200, "text/html; charset=utf-8", body)
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+impl Handler for Service {
+    fn handle(&self, req: &Request) -> Response {
+        let metrics = self.config.metrics_path();
+        let base = format!(
+            "{}/{}",
+            self.config.web.base_path.trim_end_matches('/'),
+            self.config.web.webservice
+        );
+        let is_read = req.method == "GET" || req.method == "HEAD";
+        if req.path == metrics {
+            if !is_read {
+                let mut r = Response::text(405, "only GET and HEAD are allowed here\n");
+                r.headers.push(("Allow".into(), "GET, HEAD".into()));
+                return r;
+            }
+            return self.scrape(req);
+        }
+        if is_read && (req.path == "/" || req.path == base || req.path == format!("{base}/")) {
+            return self.landing();
+        }
+        Response::text(404, format!("not found; metrics are at {metrics}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(dir: &std::path::Path) -> Service {
+        let cfg = Config::default();
+        Service::new(cfg, SegmentOptions::new(dir.join("seg")))
+    }
+
+    fn get(path: &str, query: &str) -> Request {
+        Request::from_cgi_params(
+            vec![
+                ("REQUEST_METHOD".into(), "GET".into()),
+                ("SCRIPT_NAME".into(), path.into()),
+                ("QUERY_STRING".into(), query.into()),
+            ],
+            Vec::new(),
+        )
+    }
+
+    #[test]
+    fn routes_and_timeouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        let m = s.config().metrics_path();
+        assert_eq!(s.handle(&get(&m, "")).status, 200);
+        assert_eq!(s.handle(&get("/elsewhere", "")).status, 404);
+        assert_eq!(s.handle(&get(&m, "collect[]=nope")).status, 400);
+        let mut post = get(&m, "");
+        post.method = "POST".into();
+        assert_eq!(s.handle(&post).status, 405);
+        assert_eq!(s.timeout(None), Duration::from_secs(9));
+        assert_eq!(s.timeout(Some("5")), Duration::from_secs_f64(4.5));
+        assert_eq!(s.timeout(Some("0.4")), Duration::from_secs_f64(0.2));
+        assert_eq!(s.timeout(Some("junk")), Duration::from_secs(9));
+    }
+}
