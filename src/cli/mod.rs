@@ -221,6 +221,8 @@ pub fn main() -> Result<()> {
         }
         Command::DemoTraffic { segment, seconds } => {
             init_logging(log::LevelFilter::Warn);
+            // Die with the demo, however it ends.
+            let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
             crate::demo::traffic(&segment, Duration::from_secs(seconds))?;
         }
     }

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs and starts what the test suite needs on a Debian machine: real promtool, the real
+# cgi-fcgi client, and the databases if this machine has them but they are stopped.
+# Idempotent and quick when everything is already there. Needs root (or sudo) for apt.
+set -euo pipefail
+
+# Debian packages the tests use, with the command that proves each is installed.
+declare -A PACKAGES=(
+  [prometheus]=promtool      # promtool check metrics / rules
+  [libfcgi-bin]=cgi-fcgi     # a real FastCGI client
+)
+
+SUDO=""
+if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+
+missing=()
+for pkg in "${!PACKAGES[@]}"; do
+  command -v "${PACKAGES[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+for pkg in "${!PACKAGES[@]}"; do
+  command -v "${PACKAGES[$pkg]}" >/dev/null 2>&1 || { echo "setup: ${PACKAGES[$pkg]} still missing after installing $pkg" >&2; exit 1; }
+done
+
+# Databases: start them if installed and not answering (later test suites use them).
+if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
+  for v in /etc/postgresql/*; do
+    [ -d "$v" ] && $SUDO pg_ctlcluster --skip-systemctl-redirect "$(basename "$v")" main start || true
+  done
+fi
+if [ -x /usr/sbin/mariadbd ] && ! mysqladmin ping -h 127.0.0.1 --silent 2>/dev/null; then
+  $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+fi
+echo "setup: ok ($(promtool --version 2>&1 | head -1))"

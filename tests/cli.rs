@@ -1,0 +1,407 @@
+//! The real `otrs-exporter` binary: CGI scrapes from many processes, scrapes over a damaged
+//! segment, console commands (and the seed module's command names), and `check-config`.
+
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otrs-exporter");
+const METRICS: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/metrics";
+
+struct Env {
+    _dir: tempfile::TempDir,
+    config: PathBuf,
+    segment: PathBuf,
+}
+
+fn env() -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let segment = dir.path().join("shm").join("segment");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[segment]\npath = \"{}\"\nworker_slots = 64\n\n[gc]\ngrace_seconds = 3600\n",
+            segment.display()
+        ),
+    )
+    .unwrap();
+    Env {
+        _dir: dir,
+        config,
+        segment,
+    }
+}
+
+impl Env {
+    fn cmd(&self, args: &[&str]) -> Output {
+        Command::new(BIN)
+            .args(args)
+            .env("OTRS_EXPORTER_CONFIG", &self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// One CGI request, as Apache's mod_cgi would run it (a fresh process each time).
+    fn cgi(&self, method: &str, path: &str, query: &str, accept: &str) -> (u16, String, String) {
+        let out = Command::new(BIN)
+            .env_clear()
+            .env("OTRS_EXPORTER_CONFIG", &self.config)
+            .env("GATEWAY_INTERFACE", "CGI/1.1")
+            .env("REQUEST_METHOD", method)
+            .env("SCRIPT_NAME", path)
+            .env("QUERY_STRING", query)
+            .env("HTTP_ACCEPT", accept)
+            .env("SERVER_PROTOCOL", "HTTP/1.1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").expect("CGI headers");
+        let status = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Status: "))
+            .and_then(|s| s[..3].parse().ok())
+            .expect("Status header");
+        let ctype = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Type: "))
+            .expect("explicit Content-Type (Prometheus 3 requires it)")
+            .to_owned();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap()
+            .parse()
+            .unwrap();
+        if method == "HEAD" {
+            assert!(body.is_empty() && len > 0, "HEAD: GET's length, no body");
+        } else {
+            assert_eq!(len, body.len(), "Content-Length matches the body");
+        }
+        assert!(
+            String::from_utf8_lossy(&out.stderr)
+                .lines()
+                .all(|l| l.starts_with("otrs-exporter[")),
+            "stderr lines are prefixed for the web server's error log: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (status, ctype, body.to_owned())
+    }
+}
+
+fn promtool_check(body: &str) {
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by scripts/setup.sh (Debian package prometheus)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool rejected the scrape: {}{}\n---\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Value of the sample line that starts with `prefix` (name and labels), if present.
+fn sample(body: &str, prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn samples_of<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
+    body.lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .collect()
+}
+
+#[test]
+fn cgi_scrapes_from_many_processes_count_per_worker_and_fold_when_they_exit() {
+    let e = env();
+    for _ in 0..5 {
+        let (status, ctype, body) = e.cgi("GET", METRICS, "", "");
+        assert_eq!(status, 200);
+        assert_eq!(ctype, "text/plain; version=0.0.4; charset=utf-8");
+        promtool_check(&body);
+    }
+    let (_, _, body) = e.cgi("GET", METRICS, "", "");
+    // Each CGI process claimed its own worker slot and counted its scrape there.
+    let workers = samples_of(&body, "otrs_exporter_scrapes_total");
+    assert_eq!(workers.len(), 5, "{workers:?}");
+    assert!(workers
+        .iter()
+        .all(|l| l.contains("worker=\"") && l.ends_with(" 1")));
+    assert_eq!(
+        sample(
+            &body,
+            "otrs_exporter_collector_success{collector=\"segment\"}"
+        ),
+        Some(1.0)
+    );
+    // Those processes are gone: folding keeps the total in worker="exited".
+    let out = e.cmd(&["delete-dead-worker-values"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("folded 6"), "{said}");
+    let (_, _, body) = e.cgi("GET", METRICS, "", "");
+    assert_eq!(
+        sample(&body, "otrs_exporter_scrapes_total{worker=\"exited\"}"),
+        Some(6.0),
+        "{body}"
+    );
+    assert_eq!(samples_of(&body, "otrs_exporter_scrapes_total").len(), 1);
+}
+
+#[test]
+fn cgi_routing_collect_and_openmetrics() {
+    let e = env();
+    let (status, _, body) = e.cgi("GET", METRICS, "collect%5B%5D=exporter", "");
+    assert_eq!(status, 200);
+    assert!(body.contains("otrs_exporter_build_info{version="));
+    assert!(
+        !body.contains("collector=\"segment\""),
+        "segment collector not selected"
+    );
+    let (status, _, body) = e.cgi("GET", METRICS, "collect[]=bogus", "");
+    assert_eq!(status, 400);
+    assert!(
+        body.contains("known collectors: exporter, segment"),
+        "{body}"
+    );
+    assert_eq!(e.cgi("POST", METRICS, "", "").0, 405);
+    assert_eq!(e.cgi("GET", "/otrs/index.pl", "", "").0, 404);
+    let (status, _, body) = e.cgi("HEAD", METRICS, "", "");
+    assert_eq!((status, body.as_str()), (200, ""));
+    let (status, ctype, body) = e.cgi(
+        "GET",
+        METRICS,
+        "",
+        "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(
+        ctype,
+        "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    );
+    assert!(body.ends_with("# EOF\n"));
+    assert!(body.contains("# TYPE otrs_exporter_build info"));
+}
+
+#[test]
+fn a_damaged_segment_is_reported_in_the_scrape_and_recreated() {
+    let e = env();
+    for _ in 0..3 {
+        e.cgi("GET", METRICS, "", "");
+    }
+    // Scribble over the arena (everything after the header, family directory and workers).
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&e.segment)
+        .unwrap();
+    let len = f.metadata().unwrap().len();
+    let arena = 4096 + 4096 + 64 * 48;
+    f.write_all_at(&vec![0x5Au8; (len - arena) as usize], arena)
+        .unwrap();
+    let out = Command::new(BIN)
+        .env_clear()
+        .env("OTRS_EXPORTER_CONFIG", &e.config)
+        .env("GATEWAY_INTERFACE", "CGI/1.1")
+        .env("REQUEST_METHOD", "GET")
+        .env("SCRIPT_NAME", METRICS)
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.starts_with("Status: 200"), "{text}");
+    let body = text.split_once("\r\n\r\n").unwrap().1;
+    promtool_check(body);
+    assert_eq!(
+        sample(
+            body,
+            "otrs_exporter_collector_success{collector=\"segment\"}"
+        ),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            body,
+            "otrs_exporter_collector_success{collector=\"exporter\"}"
+        ),
+        Some(1.0)
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("corrupt"), "error logged: {stderr}");
+    // The next scrape works on the fresh segment.
+    let (_, _, body) = e.cgi("GET", METRICS, "", "");
+    assert_eq!(
+        sample(
+            body.as_str(),
+            "otrs_exporter_collector_success{collector=\"segment\"}"
+        ),
+        Some(1.0)
+    );
+}
+
+#[test]
+fn a_segment_of_another_layout_is_recreated_with_a_logged_error() {
+    let e = env();
+    e.cgi("GET", METRICS, "", "");
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&e.segment)
+        .unwrap();
+    f.write_all_at(&7u32.to_le_bytes(), 8).unwrap();
+    let out = e.cmd(&["segment", "dump"]);
+    assert!(out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("layout version 7"), "{stderr}");
+    assert!(stderr.contains("recreating"), "{stderr}");
+}
+
+#[test]
+fn segment_commands_and_seed_aliases() {
+    let e = env();
+    e.cgi("GET", METRICS, "", "");
+    e.cgi("GET", METRICS, "", "");
+    let out = e.cmd(&["segment", "dump"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("workers:") && text.contains("otrs_exporter_scrapes{"),
+        "{text}"
+    );
+    let out = e.cmd(&["segment", "dump", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["stats"]["series"], 2);
+    assert_eq!(json["series"].as_array().unwrap().len(), 2);
+    let out = e.cmd(&["segment", "gc", "--grace", "0"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("folded 2"));
+    for clear in ["clear-memory", "Maint::Prometheus::ClearMemory"] {
+        e.cgi("GET", METRICS, "", "");
+        let out = e.cmd(&[clear]);
+        assert!(out.status.success(), "{clear}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Done."));
+        let out = e.cmd(&["segment", "dump", "--json"]);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["stats"]["series"], 0, "{clear} emptied the segment");
+    }
+    for gc in [
+        "delete-dead-worker-values",
+        "Maint::Prometheus::DeleteValuesWithDiedPIDs",
+        "Maint::Prometheus::DeleteDiedPIDs",
+    ] {
+        let out = e.cmd(&[gc]);
+        assert!(out.status.success(), "{gc}");
+    }
+}
+
+#[test]
+fn check_config_shows_sources_and_errors_point_at_the_line() {
+    let e = env();
+    let out = e.cmd(&["check-config"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("segment.path"), "{text}");
+    assert!(
+        text.contains(&format!("{}:2", e.config.display())),
+        "file:line provenance: {text}"
+    );
+    assert!(text.contains("# default"));
+    assert!(text.contains(&format!("metrics path: {METRICS}")));
+    std::fs::write(
+        &e.config,
+        "otrs_home = \"/opt/otrs\"\n[segment]\nworker_slots = \"many\"\n",
+    )
+    .unwrap();
+    let out = e.cmd(&["check-config"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:3", e.config.display())), "{err}");
+    assert!(err.contains("segment.worker_slots"), "{err}");
+}
+
+#[test]
+fn without_a_command_or_web_server_it_explains_itself() {
+    let out = Command::new(BIN)
+        .env_clear()
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not started by a web server"));
+}
+
+#[test]
+fn demo_serves_valid_metrics_and_cleans_up() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--seconds",
+            "6",
+        ])
+        .env("OTRS_EXPORTER_CONFIG", "/nonexistent-is-fine-for-demo.toml")
+        .env_remove("OTRS_EXPORTER_CONFIG")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    // Wait for traffic to reach the segment, then scrape twice over plain HTTP.
+    let mut body = String::new();
+    for _ in 0..40 {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        if let Ok(b) = http_get(port, METRICS) {
+            body = b;
+            if body.contains("otrs_http_requests_total{") {
+                break;
+            }
+        }
+    }
+    assert!(
+        body.contains("otrs_http_request_duration_seconds_bucket{"),
+        "{body}"
+    );
+    promtool_check(&body);
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
+    assert!(out.contains("scrape URL:  http://127.0.0.1:"), "{out}");
+    assert!(!Path::new(&format!("/tmp/otrs-exporter-demo-{pid}")).exists());
+}
+
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    Ok(text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1.to_owned())
+        .unwrap_or_default())
+}
