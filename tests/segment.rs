@@ -337,12 +337,20 @@ fn a_holder_killed_at_every_step_of_a_change_loses_nothing() {
         // the bigger index does not fit in the file, so it must grow too.
         let mut filler = Writer::new(&seg, WorkerKind::Test).unwrap();
         let mut i = 0;
-        while (seg.stats().series + 2) * 2 <= seg.stats().index_capacity {
+        // (Room for the one insert and fold below, which must not rehash yet.)
+        while (seg.stats().series + 4) * 2 <= seg.stats().index_capacity {
             filler
                 .inc(&shared_counter(), &[("n", &i.to_string())])
                 .unwrap();
             i += 1;
         }
+        // Right before the GC, fold one gauge-only worker through the PID-reuse path (which
+        // folds exactly that slot): it leaves a freed block of the size an exited twin needs.
+        let slot = seg.claim_worker_as(4_099_999, 1, WorkerKind::Test).unwrap();
+        Writer::for_slot(&seg, WorkerKind::Test, slot)
+            .set(&gauge(), &[("k", "dead")], 1.0)
+            .unwrap();
+        seg.claim_worker_as(4_099_999, 2, WorkerKind::Test).unwrap();
         let mut kid = child(
             "gc",
             &path,

@@ -147,25 +147,41 @@ fn recount(locked: &Locked<'_>) -> Result<(), SegmentError> {
 impl Locked<'_> {
     /// Folds every series of worker slot `w` and frees the slot.
     pub(crate) fn fold_worker(&self, w: u32) -> Result<(u64, u64), SegmentError> {
+        self.fold_workers(&[w])
+    }
+
+    /// Folds every series of the worker slots `ws` and frees the slots, in one pass over the
+    /// index whatever the number of workers.
+    pub(crate) fn fold_workers(&self, ws: &[u32]) -> Result<(u64, u64), SegmentError> {
+        if ws.is_empty() {
+            return Ok((0, 0));
+        }
         let m = self.seg.map();
         let began = seq_begin(m);
-        let result = self.fold_worker_inner(w);
+        let result = self.fold_workers_inner(ws);
         seq_end(m, began);
         result
     }
 
-    fn fold_worker_inner(&self, w: u32) -> Result<(u64, u64), SegmentError> {
+    fn fold_workers_inner(&self, ws: &[u32]) -> Result<(u64, u64), SegmentError> {
         let m = self.seg.map();
+        let mut mask = vec![false; self.seg.worker_slots() as usize];
+        for &w in ws {
+            if let Some(b) = mask.get_mut(w as usize) {
+                *b = true;
+            }
+        }
+        let doomed = |w: u32| mask.get(w as usize).copied().unwrap_or(false);
         let mut count = 0u64;
         self.seg.for_each_entry(|_, _, h| {
-            count += u64::from(h.worker == w);
+            count += u64::from(doomed(h.worker));
             Ok(())
         })?;
         // Reserve room for every twin first, so no rehash moves slots while we walk them.
         self.ensure_capacity(count)?;
         let mut victims = Vec::with_capacity(count as usize);
         self.seg.for_each_entry(|slot, entry, h| {
-            if h.worker == w {
+            if doomed(h.worker) {
                 victims.push((slot, entry, h));
             }
             Ok(())
@@ -214,8 +230,10 @@ impl Locked<'_> {
             folded += 1;
         }
         super::crash_point("fold:before-free-slot");
-        m.u32_unchecked(slot_off(w) + W_STATE)
-            .store(SLOT_FREE, Ordering::Release);
+        for &w in ws {
+            m.u32_unchecked(slot_off(w) + W_STATE)
+                .store(SLOT_FREE, Ordering::Release);
+        }
         m.u64_unchecked(H_FOLDED_TOTAL)
             .fetch_add(folded, Ordering::Relaxed);
         Ok((folded, dropped))
@@ -230,6 +248,7 @@ impl Locked<'_> {
         let m = self.seg.map();
         let now = now_unix() as u64;
         let mut report = GcReport::default();
+        let mut due = Vec::new();
         for i in FIRST_PROCESS_SLOT..self.seg.worker_slots() {
             if only.is_some_and(|o| o != i) {
                 continue;
@@ -256,11 +275,12 @@ impl Locked<'_> {
                 report.workers_pending += 1;
                 continue;
             }
-            let (folded, dropped) = self.fold_worker(i)?;
-            report.workers_folded += 1;
-            report.series_folded += folded;
-            report.series_dropped += dropped;
+            due.push(i);
         }
+        let (folded, dropped) = self.fold_workers(&due)?;
+        report.workers_folded = due.len() as u32;
+        report.series_folded = folded;
+        report.series_dropped = dropped;
         // Compact the index when tombstones dominate, so scans stay proportional to live series.
         let live = m.u64_unchecked(H_SERIES_LIVE).load(Ordering::Relaxed);
         let tomb = m.u64_unchecked(H_SERIES_TOMB).load(Ordering::Relaxed);
