@@ -51,6 +51,7 @@ impl Rng {
 pub fn traffic(path: &Path, lifetime: Duration) -> Result<(), crate::segment::SegmentError> {
     let seg = Segment::open(&SegmentOptions::new(path))?;
     let mut w = Writer::new(&seg, WorkerKind::Demo)?;
+    let fams = families::WebFamilies::default();
     let mut rng = Rng(0x2545_f491_4f6c_dd1d ^ u64::from(std::process::id()));
     let total: u32 = ROUTES.iter().map(|r| r.2).sum();
     let start = Instant::now();
@@ -74,20 +75,16 @@ pub fn traffic(path: &Path, lifetime: Duration) -> Result<(), crate::segment::Se
         let d = latency * (0.3 + 1.4 * rng.unit()) * if rng.next() % 50 == 0 { 8.0 } else { 1.0 };
         let bytes = size * (0.5 + rng.unit());
         w.inc(
-            &families::requests(),
+            &fams.requests,
             &[
                 ("method", method),
                 ("route", route),
                 ("status_class", status),
             ],
         )?;
-        w.observe(
-            &families::duration(),
-            &[("method", method), ("route", route)],
-            d,
-        )?;
-        w.observe(&families::response_size(), &[("route", route)], bytes)?;
-        w.handle(&families::last_seen(), &[])?
+        w.observe(&fams.duration, &[("method", method), ("route", route)], d)?;
+        w.observe(&fams.size, &[("route", route)], bytes)?;
+        w.handle(&fams.last_seen, &[])?
             .set_max(crate::segment::now_unix());
         std::thread::sleep(Duration::from_millis(20 + rng.next() % 60));
     }

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::collector::access_log::AccessLogCollector;
 use crate::collector::exporter::ExporterCollector;
 use crate::collector::segment::{SegmentCollector, SegmentSource};
 use crate::collector::{Runner, Scrape, Selection};
@@ -70,12 +71,15 @@ impl Service {
     /// collectors that need it fail, never the scrape.
     pub fn new(config: Config, segment: SegmentOptions) -> Service {
         let source = SegmentSource::new(segment);
-        let runner = Runner::new()
+        let mut runner = Runner::new()
             .with(ExporterCollector::new(source.clone()))
             .with(SegmentCollector::new(
                 source.clone(),
                 config.web.worker_label,
             ));
+        if !config.ingest.access_log.is_empty() {
+            runner = runner.with_first(AccessLogCollector::new(source.clone(), &config.ingest));
+        }
         Service {
             config,
             source,

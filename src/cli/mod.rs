@@ -69,6 +69,25 @@ pub enum Command {
         alias = "gc"
     )]
     DeleteDeadWorkerValues,
+    /// Read Apache access-log lines (the shipped `otrs_exporter` LogFormat) from stdin into the
+    /// segment: `CustomLog "|/usr/bin/otrs-exporter ingest" otrs_exporter`.
+    Ingest {
+        /// Source label of the ingester's own counters.
+        #[arg(long, default_value = "apache")]
+        source: String,
+    },
+    /// Follow an access-log file (nginx, shipped `otrs_exporter` log_format) as a service.
+    Follow {
+        /// The log file [default: ingest.access_log].
+        #[arg(long)]
+        file: Option<PathBuf>,
+        /// Milliseconds between reads.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Read once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Write synthetic traffic into a segment (used by `demo`).
     #[command(hide = true)]
     DemoTraffic {
@@ -218,6 +237,40 @@ pub fn main() -> Result<()> {
         Command::DeleteDeadWorkerValues => {
             let cfg = load_config(cfg_path)?;
             gc(&open_segment(&cfg)?, Duration::ZERO)?;
+        }
+        Command::Ingest { source } => {
+            let cfg = load_config(cfg_path)?;
+            let seg = open_segment(&cfg)?;
+            let report = crate::ingest::pipe::run(&seg, &cfg.ingest, &source, std::io::stdin())?;
+            log::info!(
+                "access log pipe closed: {} lines processed, {} dropped",
+                report.processed,
+                report.dropped
+            );
+        }
+        Command::Follow {
+            file,
+            interval_ms,
+            once,
+        } => {
+            let cfg = load_config(cfg_path)?;
+            let file = file
+                .or_else(|| {
+                    (!cfg.ingest.access_log.is_empty())
+                        .then(|| cfg.ingest.access_log.clone().into())
+                })
+                .context("no file given and ingest.access_log is empty")?;
+            let seg = open_segment(&cfg)?;
+            let mut f = crate::ingest::follow::Follower::new(&seg, &cfg.ingest, &file, "nginx")?;
+            loop {
+                if let Err(e) = f.advance(Duration::from_secs(5)) {
+                    log::warn!("{}: {e}", file.display());
+                }
+                if once {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(interval_ms));
+            }
         }
         Command::DemoTraffic { segment, seconds } => {
             init_logging(log::LevelFilter::Warn);

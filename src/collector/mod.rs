@@ -6,6 +6,7 @@
 //! each, so one failing or slow collector never fails the whole scrape. Nothing here knows
 //! about HTTP.
 
+pub mod access_log;
 pub mod exporter;
 pub mod runner;
 pub mod segment;

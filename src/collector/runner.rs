@@ -34,6 +34,9 @@ pub struct Scrape {
 #[derive(Clone, Default)]
 pub struct Runner {
     collectors: Vec<Arc<dyn Collector>>,
+    /// How many of `collectors` (from the front) run first, before the others start: those
+    /// that feed the segment (log followers) so the segment read sees their lines.
+    first: usize,
 }
 
 impl Runner {
@@ -48,19 +51,26 @@ impl Runner {
         self
     }
 
+    /// Adds a collector that runs (and finishes, or hits the deadline) before the others.
+    pub fn with_first(mut self, c: impl Collector) -> Runner {
+        self.collectors.insert(self.first, Arc::new(c));
+        self.first += 1;
+        self
+    }
+
     /// Names of the registered collectors.
     pub fn names(&self) -> Vec<&'static str> {
         self.collectors.iter().map(|c| c.name()).collect()
     }
 
     /// Runs the collectors `selection` picks, each on its own thread, and waits until all are
-    /// done or `timeout` has passed. A collector still running at the deadline is reported as
-    /// failed and its late result is discarded (its thread finishes in the background).
+    /// done or `timeout` has passed. Collectors added with [`Runner::with_first`] run as a first
+    /// stage. A collector still running at the deadline is reported as failed and its late
+    /// result is discarded (its thread finishes in the background).
     pub fn run(&self, selection: &Selection, timeout: Duration) -> Scrape {
         let start = Instant::now();
         let deadline = start + timeout;
         let ctx = Context { deadline };
-        let (tx, rx) = mpsc::channel();
         let selected: Vec<(usize, Arc<dyn Collector>)> = self
             .collectors
             .iter()
@@ -70,54 +80,10 @@ impl Runner {
             .collect();
         let mut outcomes: Vec<Option<Outcome>> = vec![None; self.collectors.len()];
         let mut results: Vec<Option<Vec<Family>>> = vec![None; self.collectors.len()];
-        for (idx, c) in &selected {
-            let (i, c, tx, ctx) = (*idx, c.clone(), tx.clone(), ctx.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("collect-{}", c.name()))
-                .spawn(move || {
-                    let t = Instant::now();
-                    let r = catch_unwind(AssertUnwindSafe(|| c.collect(&ctx)))
-                        .unwrap_or_else(|_| Err(super::CollectError::new("collector panicked")));
-                    let _ = tx.send((i, t.elapsed(), r));
-                });
-            if let Err(e) = spawned {
-                outcomes[*idx] = Some(Outcome {
-                    name: self.collectors[*idx].name(),
-                    duration: Duration::ZERO,
-                    result: Err(format!("cannot start a thread: {e}")),
-                });
-            }
-        }
-        drop(tx);
-        let mut pending = selected
-            .iter()
-            .filter(|(i, _)| outcomes[*i].is_none())
-            .count();
-        while pending > 0 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok((i, duration, r)) => {
-                    let name = self.collectors[i].name();
-                    let result = match r {
-                        Ok(fams) => {
-                            let n = fams.iter().map(|f| f.series.len()).sum();
-                            results[i] = Some(fams);
-                            Ok(n)
-                        }
-                        Err(e) => {
-                            log::warn!("collector {name} failed: {e}");
-                            Err(e.0)
-                        }
-                    };
-                    outcomes[i] = Some(Outcome {
-                        name,
-                        duration,
-                        result,
-                    });
-                    pending -= 1;
-                }
-                Err(_) => break,
-            }
+        let (early, late): (Vec<_>, Vec<_>) =
+            selected.iter().cloned().partition(|(i, _)| *i < self.first);
+        for stage in [early, late] {
+            self.run_stage(&stage, &ctx, &mut outcomes, &mut results);
         }
         let duration = start.elapsed();
         let mut families: Vec<Family> = results.into_iter().flatten().flatten().collect();
@@ -139,6 +105,63 @@ impl Runner {
             families,
             outcomes,
             duration,
+        }
+    }
+
+    fn run_stage(
+        &self,
+        stage: &[(usize, Arc<dyn Collector>)],
+        ctx: &Context,
+        outcomes: &mut [Option<Outcome>],
+        results: &mut [Option<Vec<Family>>],
+    ) {
+        let (tx, rx) = mpsc::channel();
+        let mut pending = 0;
+        for (i, c) in stage {
+            let (i, c, tx, ctx) = (*i, c.clone(), tx.clone(), ctx.clone());
+            let spawned = std::thread::Builder::new()
+                .name(format!("collect-{}", c.name()))
+                .spawn(move || {
+                    let t = Instant::now();
+                    let r = catch_unwind(AssertUnwindSafe(|| c.collect(&ctx)))
+                        .unwrap_or_else(|_| Err(super::CollectError::new("collector panicked")));
+                    let _ = tx.send((i, t.elapsed(), r));
+                });
+            match spawned {
+                Ok(_) => pending += 1,
+                Err(e) => {
+                    outcomes[i] = Some(Outcome {
+                        name: self.collectors[i].name(),
+                        duration: Duration::ZERO,
+                        result: Err(format!("cannot start a thread: {e}")),
+                    })
+                }
+            }
+        }
+        drop(tx);
+        while pending > 0 {
+            let left = ctx.deadline.saturating_duration_since(Instant::now());
+            let Ok((i, duration, r)) = rx.recv_timeout(left) else {
+                break;
+            };
+            let name = self.collectors[i].name();
+            let result = match r {
+                Ok(fams) => {
+                    let n = fams.iter().map(|f| f.series.len()).sum();
+                    results[i] = Some(fams);
+                    Ok(n)
+                }
+                Err(e) => {
+                    log::warn!("collector {name} failed: {e}");
+                    Err(e.0)
+                }
+            };
+            outcomes[i] = Some(Outcome {
+                name,
+                duration,
+                result,
+            });
+            pending -= 1;
         }
     }
 }

@@ -461,6 +461,23 @@ fn env_value(
             "false" | "0" | "no" | "off" => false,
             _ => return Err(wrong("a boolean (true/false, 1/0, yes/no, on/off)")),
         }),
+        toml::Value::Array(items) => {
+            // Comma-separated, typed like the default's elements.
+            let parts = t.split(',').map(str::trim).filter(|p| !p.is_empty());
+            let floats = matches!(items.first(), Some(toml::Value::Float(_)));
+            let list: Result<Vec<toml::Value>, _> = parts
+                .map(|p| {
+                    if floats {
+                        p.parse::<f64>()
+                            .map(toml::Value::Float)
+                            .map_err(|_| wrong("a comma-separated list of numbers"))
+                    } else {
+                        Ok(toml::Value::String(p.to_string()))
+                    }
+                })
+                .collect();
+            toml::Value::Array(list?)
+        }
         other => return Err(wrong(other.type_str())),
     })
 }
@@ -522,7 +539,7 @@ mod tests {
     #[test]
     fn schema_has_every_key() {
         let keys: Vec<String> = flatten_config(&Config::default()).into_keys().collect();
-        assert_eq!(keys.len(), 18, "{keys:?}");
+        assert_eq!(keys.len(), 26, "{keys:?}");
         assert!(keys.contains(&"segment.mode".to_string()));
         assert!(keys.contains(&"otrs_home".to_string()));
     }

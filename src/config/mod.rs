@@ -60,6 +60,8 @@ pub struct Config {
     pub gc: GcConfig,
     /// Web front end (`[web]`).
     pub web: WebConfig,
+    /// Web request metrics from access logs (`[ingest]`).
+    pub ingest: IngestConfig,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             segment: SegmentConfig::default(),
             gc: GcConfig::default(),
             web: WebConfig::default(),
+            ingest: IngestConfig::default(),
         }
     }
 }
@@ -209,7 +212,7 @@ impl Config {
                 "must be greater than 0 and at most 300".into(),
             ));
         }
-        Ok(())
+        self.ingest.check()
     }
 }
 
@@ -430,6 +433,95 @@ impl Default for WebConfig {
             scrape_timeout_seconds: 9.0,
             worker_label: true,
         }
+    }
+}
+
+/// `[ingest]`: web request metrics from the web server's access log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most distinct `route` values per segment; further routes are counted as
+    /// `route="__overflow__"` (default 500).
+    pub route_cap: u64,
+    /// Append OTRS `Subaction` to agent/customer/public routes (default false).
+    pub subaction: bool,
+    /// URL prefixes of the OTRS CGI scripts (`ScriptAlias`), with leading and trailing slash.
+    pub script_prefixes: Vec<String>,
+    /// URL prefixes of OTRS static files (`Frontend::WebPath`).
+    pub static_prefixes: Vec<String>,
+    /// Request duration histogram bucket bounds, seconds.
+    pub duration_buckets: Vec<f64>,
+    /// Response size histogram bucket bounds, bytes.
+    pub size_buckets: Vec<f64>,
+    /// nginx access log (in the shipped `otrs_exporter` format) read on every scrape; empty =
+    /// none (Apache uses the piped `ingest` command instead).
+    pub access_log: String,
+    /// Lines the piped ingester buffers before it drops (and counts) lines rather than make
+    /// Apache wait (default 65536).
+    pub queue_lines: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            route_cap: 500,
+            subaction: false,
+            script_prefixes: ["/otrs/", "/znuny/", "/otobo/"].map(String::from).to_vec(),
+            static_prefixes: ["/otrs-web/", "/znuny-web/", "/otobo-web/"]
+                .map(String::from)
+                .to_vec(),
+            duration_buckets: crate::ingest::families::DURATION_BUCKETS.to_vec(),
+            size_buckets: crate::ingest::families::SIZE_BUCKETS.to_vec(),
+            access_log: String::new(),
+            queue_lines: 65536,
+        }
+    }
+}
+
+impl IngestConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=100_000).contains(&self.route_cap) {
+            return Err(("ingest.route_cap", "must be between 1 and 100000".into()));
+        }
+        for (key, list) in [
+            ("ingest.script_prefixes", &self.script_prefixes),
+            ("ingest.static_prefixes", &self.static_prefixes),
+        ] {
+            if list
+                .iter()
+                .any(|p| !p.starts_with('/') || !p.ends_with('/') || has_bad_url_chars(p))
+            {
+                return Err((key, "each prefix must start and end with '/'".into()));
+            }
+        }
+        for (key, b) in [
+            ("ingest.duration_buckets", &self.duration_buckets),
+            ("ingest.size_buckets", &self.size_buckets),
+        ] {
+            if b.is_empty()
+                || b.len() > 46
+                || b.iter().any(|x| !x.is_finite() || *x <= 0.0)
+                || !b.windows(2).all(|w| w[0] < w[1])
+            {
+                return Err((
+                    key,
+                    "must be 1 to 46 positive bounds in strictly ascending order".into(),
+                ));
+            }
+        }
+        if !self.access_log.is_empty() && !self.access_log.starts_with('/') {
+            return Err((
+                "ingest.access_log",
+                "must be an absolute path or empty".into(),
+            ));
+        }
+        if !(1024..=16 << 20).contains(&self.queue_lines) {
+            return Err((
+                "ingest.queue_lines",
+                "must be between 1024 and 16777216".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

@@ -3,3 +3,8 @@
 //! the demo's traffic generator writes them today.)
 
 pub mod families;
+pub mod follow;
+pub mod line;
+pub mod pipe;
+pub mod record;
+pub mod route;

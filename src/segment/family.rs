@@ -34,6 +34,8 @@ pub struct FamilyDef {
     pub per_worker: bool,
     /// Aggregation of gauges over workers when the `worker` label is switched off.
     pub gauge_agg: GaugeAgg,
+    /// Internal state kept in the segment (never rendered).
+    pub hidden: bool,
 }
 
 impl FamilyDef {
@@ -45,6 +47,7 @@ impl FamilyDef {
             buckets: Vec::new(),
             per_worker: true,
             gauge_agg: GaugeAgg::Sum,
+            hidden: false,
         }
     }
 
@@ -69,6 +72,15 @@ impl FamilyDef {
     pub fn shared(mut self) -> Self {
         self.per_worker = false;
         self
+    }
+
+    /// Internal state: a shared gauge family whose cells hold raw `u64` words (see
+    /// [`crate::segment::Handle::raw`]) and that scrapes never show.
+    pub fn internal(name: &str, help: &str) -> Self {
+        let mut def = Self::new(name, help, MetricKind::Gauge);
+        def.per_worker = false;
+        def.hidden = true;
+        def
     }
 
     /// Gauges of this family combine by maximum over workers.
@@ -117,7 +129,10 @@ impl FamilyDef {
     }
 
     fn same_shape(&self, other: &FamilyDef) -> bool {
-        self.kind == other.kind && self.buckets == other.buckets
+        self.kind == other.kind
+            && self.buckets == other.buckets
+            && self.per_worker == other.per_worker
+            && self.hidden == other.hidden
     }
 }
 
@@ -227,6 +242,7 @@ impl Segment {
             buckets,
             per_worker: flags & FLAG_PER_WORKER != 0,
             gauge_agg: agg,
+            hidden: flags & FLAG_HIDDEN != 0,
         };
         def.validate()
             .map_err(|e| SegmentError::corrupt(format!("family {idx}: {e}")))?;
@@ -283,7 +299,8 @@ impl Locked<'_> {
         let size = F_BOUNDS + 8 * nb + align8(name.len() as u64) + align8(help.len() as u64);
         let off = self.alloc(size)?;
         let agg = u64::from(def.gauge_agg == GaugeAgg::Max);
-        let flags = if def.per_worker { FLAG_PER_WORKER } else { 0 } as u64;
+        let flags = (if def.per_worker { FLAG_PER_WORKER } else { 0 }
+            | if def.hidden { FLAG_HIDDEN } else { 0 }) as u64;
         let meta = kind_code(def.kind)
             | agg << 8
             | flags << 16

@@ -163,6 +163,8 @@ pub const F_META: u64 = 0;
 pub const F_BOUNDS: u64 = 8;
 /// Family flag: series carry a `worker` label.
 pub const FLAG_PER_WORKER: u8 = 1;
+/// Family flag: internal state, never rendered (log cursors, label registries).
+pub const FLAG_HIDDEN: u8 = 2;
 
 /// Longest label value stored; longer values are cut at a character boundary.
 pub const MAX_LABEL_VALUE: usize = 1024;

@@ -23,6 +23,7 @@ mod index;
 pub mod layout;
 mod mem;
 mod read;
+mod registry;
 pub mod semaphore;
 mod worker;
 mod writer;
@@ -576,6 +577,11 @@ fn mark_superseded(path: &Path) {
             let _ = f.write_all_at(&1u64.to_le_bytes(), H_SUPERSEDED);
         }
     }
+}
+
+/// A stable short hash of `bytes` as 16 hex digits (file names derived from paths).
+pub fn fnv1a_hex(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a(FNV_SEED, bytes))
 }
 
 /// Test hook: if `OTRS_EXPORTER_CRASH_AT` names this point, the process SIGKILLs itself here.

@@ -123,6 +123,9 @@ impl Segment {
                     head.family
                 )));
             };
+            if fam.def.hidden {
+                return Ok(());
+            }
             m.read_bytes(head.labels_off(entry), head.labels_len as usize, &mut bytes)?;
             let mut labels = decode_labels(&bytes)?;
             let value = read_value(m, entry, &head, fam);

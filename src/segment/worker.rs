@@ -24,6 +24,8 @@ pub enum WorkerKind {
     Demo,
     /// Tests and benchmarks.
     Test,
+    /// A web-server worker (Apache child, nginx worker) whose requests an ingester records.
+    WebWorker,
 }
 
 impl WorkerKind {
@@ -34,6 +36,7 @@ impl WorkerKind {
             WorkerKind::Cli => 3,
             WorkerKind::Demo => 4,
             WorkerKind::Test => 5,
+            WorkerKind::WebWorker => 6,
         }
     }
 
@@ -44,6 +47,7 @@ impl WorkerKind {
             3 => WorkerKind::Cli,
             4 => WorkerKind::Demo,
             5 => WorkerKind::Test,
+            6 => WorkerKind::WebWorker,
             _ => return None,
         })
     }
@@ -120,6 +124,28 @@ impl Segment {
             .ok_or_else(|| SegmentError::Invalid("cannot read own /proc/self/stat".into()))?;
         let locked = self.lock()?;
         locked.claim(pid, start, kind)
+    }
+
+    /// The (pid, start ticks) that owns slot `slot`, if it is in use.
+    pub fn slot_owner(&self, slot: u32) -> Option<(u32, u64)> {
+        if !(FIRST_PROCESS_SLOT..self.worker_slots()).contains(&slot) {
+            return None;
+        }
+        let s = read_slot(self.map(), slot);
+        (s.state == SLOT_LIVE).then_some((s.pid, s.start))
+    }
+
+    /// Claims a slot on behalf of another process (an ingester recording a web-server worker's
+    /// requests): the slot is keyed by that process' PID and start time, so GC folds it when
+    /// that process exits.
+    pub fn claim_worker_for(
+        &self,
+        pid: u32,
+        start_ticks: u64,
+        kind: WorkerKind,
+    ) -> Result<u32, SegmentError> {
+        let locked = self.lock()?;
+        locked.claim(pid, start_ticks, kind)
     }
 
     /// Claims a slot for an arbitrary (`pid`, `start_ticks`) identity. For tests and benchmarks

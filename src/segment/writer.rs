@@ -78,6 +78,12 @@ impl Handle {
         f64::from_bits(self.cell(0).load(Ordering::Relaxed))
     }
 
+    /// The raw 64-bit word of a gauge cell, for internal state (cursors, counts) that must
+    /// not pass through floating point.
+    pub fn raw(&self) -> &AtomicU64 {
+        self.cell(0)
+    }
+
     /// The number of observations of a histogram.
     pub fn count(&self) -> u64 {
         if self.kind != MetricKind::Histogram {

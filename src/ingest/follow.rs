@@ -1,0 +1,217 @@
+//! Follows an access-log file (nginx has no piped logs), incrementally, from any process.
+//!
+//! The cursor — inode and byte offset — lives in the shared segment, so whichever FastCGI
+//! worker or CGI process scrapes next continues where the last one stopped. An exclusive
+//! `flock` on a lock file next to the segment makes sure only one process advances at a time
+//! (others skip; the lock dies with its holder). Before counting a chunk, the new offset is
+//! stored: a process killed mid-chunk loses the rest of that chunk but never counts a line
+//! twice.
+//!
+//! Rotation: when the path has a new inode, the rest of the old file is read from its rotated
+//! name (`<path>.1`, logrotate's default) if that still is the old inode, then the new file from
+//! its start. A file that shrank below the cursor was truncated (copytruncate): read from 0. A
+//! file that does not exist yet is fine. A partial last line waits for its newline.
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::fcntl::{Flock, FlockArg};
+
+use super::record::Recorder;
+use crate::config::IngestConfig;
+use crate::segment::{fnv1a_hex, FamilyDef, Handle, Segment, SegmentError, WorkerKind, Writer};
+
+/// Bytes read and counted per claimed chunk.
+const CHUNK: u64 = 1 << 20;
+
+fn cursor_family() -> FamilyDef {
+    FamilyDef::internal(
+        "otrs_exporter_internal_follow_cursor",
+        "Inode and offset of followed log files (internal).",
+    )
+}
+
+/// What one advance did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Advance {
+    /// Whether another process held the lock (nothing was read).
+    pub skipped: bool,
+    /// Bytes consumed.
+    pub bytes: u64,
+    /// Whether a rotation or truncation was seen.
+    pub rotated: bool,
+}
+
+/// A followed log file.
+pub struct Follower {
+    path: PathBuf,
+    lock_path: PathBuf,
+    inode: Handle,
+    offset: Handle,
+    recorder: Recorder,
+}
+
+impl Follower {
+    /// Follows `path`, keeping the cursor in `seg` and recording lines as `source`.
+    pub fn new(
+        seg: &Segment,
+        cfg: &IngestConfig,
+        path: &Path,
+        source: &str,
+    ) -> Result<Follower, SegmentError> {
+        let key = path.to_string_lossy().into_owned();
+        let mut w = Writer::new(seg, WorkerKind::Ingest)?;
+        let inode = w.handle(&cursor_family(), &[("path", &key), ("field", "inode")])?;
+        let offset = w.handle(&cursor_family(), &[("path", &key), ("field", "offset")])?;
+        let lock_path = seg
+            .path()
+            .with_file_name(format!("follow-{}.lock", fnv1a_hex(key.as_bytes())));
+        Ok(Follower {
+            path: path.to_owned(),
+            lock_path,
+            inode,
+            offset,
+            recorder: Recorder::new(seg, cfg, source)?,
+        })
+    }
+
+    /// The followed path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Current cursor: (inode, offset).
+    pub fn cursor(&self) -> (u64, u64) {
+        (
+            self.inode.raw().load(Ordering::Acquire),
+            self.offset.raw().load(Ordering::Acquire),
+        )
+    }
+
+    /// Reads what was appended since the last advance (by any process), for at most `budget`.
+    pub fn advance(&mut self, budget: Duration) -> std::io::Result<Advance> {
+        // flock works on a read-only descriptor, so any process that can read the lock file
+        // (web-server user, root, an admin) can take it, whoever created it.
+        let lock_file = match File::open(&self.lock_path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .mode(0o664)
+                    .open(&self.lock_path)?
+            }
+            Err(e) => return Err(e),
+        };
+        let _lock = match Flock::lock(lock_file, FlockArg::LockExclusiveNonblock) {
+            Ok(l) => l,
+            Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
+                return Ok(Advance {
+                    skipped: true,
+                    ..Advance::default()
+                })
+            }
+            Err((_, e)) => return Err(e.into()),
+        };
+        if let Err(e) = self.recorder.refresh() {
+            log::warn!("cannot reopen the segment: {e}");
+        }
+        let deadline = Instant::now() + budget;
+        let mut out = Advance::default();
+        let file = match File::open(&self.path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                // Rotated away and not recreated yet: finish the old file if we can find it.
+                self.drain_rotated(&mut out, deadline)?;
+                return Ok(out);
+            }
+            Err(e) => return Err(e),
+        };
+        let meta = file.metadata()?;
+        let (ino, mut off) = self.cursor();
+        if ino == 0 {
+            // First sight: start at the end (history before the exporter is not replayed),
+            // unless the file is new and empty.
+            self.set_cursor(meta.ino(), meta.len());
+            return Ok(out);
+        }
+        if meta.ino() != ino {
+            out.rotated = true;
+            self.drain_rotated(&mut out, deadline)?;
+            // Inode first, then offset: a crash in between leaves an offset that the next run
+            // treats as truncation or a skip, never as a reason to count lines twice.
+            self.inode.raw().store(meta.ino(), Ordering::Release);
+            self.offset.raw().store(0, Ordering::Release);
+            off = 0;
+        } else if meta.len() < off {
+            out.rotated = true;
+            self.offset.raw().store(0, Ordering::Release);
+            off = 0;
+        }
+        self.read_from(file, off, &mut out, deadline)?;
+        Ok(out)
+    }
+
+    fn set_cursor(&self, ino: u64, off: u64) {
+        self.inode.raw().store(ino, Ordering::Release);
+        self.offset.raw().store(off, Ordering::Release);
+    }
+
+    /// Reads the rest of the old file from its rotated name, if it is still the old inode.
+    fn drain_rotated(&mut self, out: &mut Advance, deadline: Instant) -> std::io::Result<()> {
+        let (ino, off) = self.cursor();
+        let mut rotated = self.path.clone().into_os_string();
+        rotated.push(".1");
+        if let Ok(f) = File::open(&rotated) {
+            if f.metadata()?.ino() == ino && ino != 0 {
+                self.read_from(f, off, out, deadline)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads complete lines of `file` from `off`, moving the cursor's offset along.
+    fn read_from(
+        &mut self,
+        mut file: File,
+        mut off: u64,
+        out: &mut Advance,
+        deadline: Instant,
+    ) -> std::io::Result<()> {
+        let len = file.metadata()?.len();
+        file.seek(SeekFrom::Start(off))?;
+        let mut buf = Vec::with_capacity(CHUNK as usize);
+        while off < len && Instant::now() < deadline {
+            buf.clear();
+            (&mut file).take(CHUNK).read_to_end(&mut buf)?;
+            let Some(last_nl) = buf.iter().rposition(|&b| b == b'\n') else {
+                if buf.len() as u64 >= CHUNK {
+                    // A "line" longer than a chunk: skip it as malformed.
+                    off += buf.len() as u64;
+                    self.offset.raw().store(off, Ordering::Release);
+                    self.recorder.record_line(&[0x01]);
+                    continue;
+                }
+                break; // partial last line: wait for its newline
+            };
+            let used = (last_nl + 1) as u64;
+            // Claim the chunk before counting it (at most once).
+            off += used;
+            self.offset.raw().store(off, Ordering::Release);
+            for line in buf[..last_nl].split(|&b| b == b'\n') {
+                if !line.is_empty() {
+                    self.recorder.record_line(line);
+                }
+            }
+            out.bytes += used;
+            file.seek(SeekFrom::Start(off))?;
+        }
+        Ok(())
+    }
+}
