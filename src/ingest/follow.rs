@@ -9,8 +9,11 @@
 //!
 //! Rotation: when the path has a new inode, the rest of the old file is read from its rotated
 //! name (`<path>.1`, logrotate's default) if that still is the old inode, then the new file from
-//! its start. A file that shrank below the cursor was truncated (copytruncate): read from 0. A
-//! file that does not exist yet is fine. A partial last line waits for its newline.
+//! its start. A file that shrank below the cursor, or whose bytes just before the cursor changed
+//! (copytruncate followed by new writes), was truncated: read from 0. The offset and a 24-bit
+//! fingerprint of the 64 bytes before it share one atomic word, so they never disagree after a
+//! crash (offsets up to 1 TiB). A file that does not exist yet is fine. A partial last line
+//! waits for its newline.
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -27,6 +30,19 @@ use crate::segment::{fnv1a_hex, FamilyDef, Handle, Segment, SegmentError, Worker
 
 /// Bytes read and counted per claimed chunk.
 const CHUNK: u64 = 1 << 20;
+/// Bits of the cursor word holding the offset; the rest hold the fingerprint.
+const OFFSET_BITS: u32 = 40;
+const OFFSET_MASK: u64 = (1 << OFFSET_BITS) - 1;
+/// Bytes before the cursor that the fingerprint covers.
+const PRINT: u64 = 64;
+
+fn fingerprint(bytes: &[u8]) -> u64 {
+    crate::segment::layout::fnv1a(crate::segment::layout::FNV_SEED, bytes) & 0xff_ffff
+}
+
+fn pack(off: u64, print: u64) -> u64 {
+    (off & OFFSET_MASK) | (print << OFFSET_BITS)
+}
 
 fn cursor_family() -> FamilyDef {
     FamilyDef::internal(
@@ -88,8 +104,33 @@ impl Follower {
     pub fn cursor(&self) -> (u64, u64) {
         (
             self.inode.raw().load(Ordering::Acquire),
-            self.offset.raw().load(Ordering::Acquire),
+            self.offset.raw().load(Ordering::Acquire) & OFFSET_MASK,
         )
+    }
+
+    fn stored_print(&self) -> u64 {
+        self.offset.raw().load(Ordering::Acquire) >> OFFSET_BITS
+    }
+
+    /// Fingerprint of the (up to) [`PRINT`] bytes of `file` that end at `off`.
+    fn print_at(file: &File, off: u64) -> std::io::Result<u64> {
+        use std::os::unix::fs::FileExt;
+        let start = off.saturating_sub(PRINT);
+        let mut tail = vec![0u8; (off - start) as usize];
+        file.read_exact_at(&mut tail, start)?;
+        Ok(fingerprint(&tail))
+    }
+
+    /// Moves the offset to `off` of `file`, with the fingerprint of the bytes before it.
+    fn set_offset(&self, file: &File, off: u64) -> std::io::Result<()> {
+        let print = Self::print_at(file, off)?;
+        self.offset.raw().store(pack(off, print), Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether the bytes before `off` in `file` still match the stored fingerprint.
+    fn same_content(&self, file: &File, off: u64) -> std::io::Result<bool> {
+        Ok(Self::print_at(file, off)? == self.stored_print())
     }
 
     /// Reads what was appended since the last advance (by any process), for at most `budget`.
@@ -138,7 +179,8 @@ impl Follower {
         if ino == 0 {
             // First sight: start at the end (history before the exporter is not replayed),
             // unless the file is new and empty.
-            self.set_cursor(meta.ino(), meta.len());
+            self.inode.raw().store(meta.ino(), Ordering::Release);
+            self.set_offset(&file, meta.len())?;
             return Ok(out);
         }
         if meta.ino() != ino {
@@ -147,20 +189,15 @@ impl Follower {
             // Inode first, then offset: a crash in between leaves an offset that the next run
             // treats as truncation or a skip, never as a reason to count lines twice.
             self.inode.raw().store(meta.ino(), Ordering::Release);
-            self.offset.raw().store(0, Ordering::Release);
+            self.set_offset(&file, 0)?;
             off = 0;
-        } else if meta.len() < off {
+        } else if meta.len() < off || !self.same_content(&file, off)? {
             out.rotated = true;
-            self.offset.raw().store(0, Ordering::Release);
+            self.set_offset(&file, 0)?;
             off = 0;
         }
         self.read_from(file, off, &mut out, deadline)?;
         Ok(out)
-    }
-
-    fn set_cursor(&self, ino: u64, off: u64) {
-        self.inode.raw().store(ino, Ordering::Release);
-        self.offset.raw().store(off, Ordering::Release);
     }
 
     /// Reads the rest of the old file from its rotated name, if it is still the old inode.
@@ -194,7 +231,7 @@ impl Follower {
                 if buf.len() as u64 >= CHUNK {
                     // A "line" longer than a chunk: skip it as malformed.
                     off += buf.len() as u64;
-                    self.offset.raw().store(off, Ordering::Release);
+                    self.set_offset(&file, off)?;
                     self.recorder.record_line(&[0x01]);
                     continue;
                 }
@@ -203,7 +240,7 @@ impl Follower {
             let used = (last_nl + 1) as u64;
             // Claim the chunk before counting it (at most once).
             off += used;
-            self.offset.raw().store(off, Ordering::Release);
+            self.set_offset(&file, off)?;
             for line in buf[..last_nl].split(|&b| b == b'\n') {
                 if !line.is_empty() {
                     self.recorder.record_line(line);
