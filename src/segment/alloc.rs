@@ -55,11 +55,14 @@ impl Locked<'_> {
             }
             m.check_range(head - BLOCK_HEADER, size)?;
             if m.u64(head - BLOCK_HEADER)?.load(Ordering::Relaxed) != class {
-                return Err(SegmentError::corrupt(format!("free block {head} has a wrong class")));
+                return Err(SegmentError::corrupt(format!(
+                    "free block {head} has a wrong class"
+                )));
             }
             let next = m.u64(head)?.load(Ordering::Relaxed);
             head_cell.store(next, Ordering::Release);
-            m.u64_unchecked(H_FREE_BYTES).fetch_sub(size, Ordering::Relaxed);
+            m.u64_unchecked(H_FREE_BYTES)
+                .fetch_sub(size, Ordering::Relaxed);
             m.zero(head, size - BLOCK_HEADER)?;
             return Ok(head);
         }
@@ -80,7 +83,9 @@ impl Locked<'_> {
         let m = self.seg.map();
         let class = m.u64(payload - BLOCK_HEADER)?.load(Ordering::Relaxed);
         if class >= SIZE_CLASSES {
-            return Err(SegmentError::corrupt(format!("block {payload} has class {class}")));
+            return Err(SegmentError::corrupt(format!(
+                "block {payload} has class {class}"
+            )));
         }
         m.check_range(payload - BLOCK_HEADER, class_size(class))?;
         let head_cell = m.u64_unchecked(H_FREE_HEADS + 8 * class);
@@ -103,17 +108,15 @@ impl Locked<'_> {
             )));
         }
         let current = m.committed();
-        let target = (current * 2)
-            .max(needed)
-            .next_multiple_of(1 << 20)
-            .min(max);
+        let target = (current * 2).max(needed).next_multiple_of(1 << 20).min(max);
         reserve(&self.seg.inner.file, target).map_err(|e| {
             SegmentError::Full(format!(
                 "cannot grow {} to {target} bytes: {e}",
                 self.seg.path().display()
             ))
         })?;
-        m.u64_unchecked(H_FILE_SIZE).store(target, Ordering::Release);
+        m.u64_unchecked(H_FILE_SIZE)
+            .store(target, Ordering::Release);
         log::debug!("segment grew from {current} to {target} bytes");
         Ok(())
     }
@@ -128,7 +131,10 @@ mod tests {
         assert_eq!(class_for(1), Some(0));
         assert_eq!(class_for(64), Some(0));
         assert_eq!(class_for(65), Some(1));
-        assert_eq!(class_for(MIN_BLOCK << (SIZE_CLASSES - 1)), Some(SIZE_CLASSES - 1));
+        assert_eq!(
+            class_for(MIN_BLOCK << (SIZE_CLASSES - 1)),
+            Some(SIZE_CLASSES - 1)
+        );
         assert_eq!(class_for((MIN_BLOCK << (SIZE_CLASSES - 1)) + 1), None);
     }
 }

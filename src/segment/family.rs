@@ -86,7 +86,12 @@ impl FamilyDef {
     }
 
     fn validate(&self) -> Result<(), SegmentError> {
-        let bad = |why: &str| Err(SegmentError::Invalid(format!("family {}: {why}", self.name)));
+        let bad = |why: &str| {
+            Err(SegmentError::Invalid(format!(
+                "family {}: {why}",
+                self.name
+            )))
+        };
         if !is_valid_metric_name(&self.name) || self.name.len() > 200 {
             return bad("invalid metric name");
         }
@@ -145,16 +150,26 @@ impl Segment {
     /// Decodes the family record at directory index `i`, using the per-process cache.
     pub(crate) fn family_at(&self, i: u32) -> Result<Arc<FamilyRec>, SegmentError> {
         {
-            let cache = self.inner.families.lock().unwrap_or_else(|e| e.into_inner());
+            let cache = self
+                .inner
+                .families
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(rec) = cache.get(i as usize) {
                 return Ok(rec.clone());
             }
         }
         let count = self.family_count();
         if i as u64 >= count {
-            return Err(SegmentError::corrupt(format!("family index {i} >= {count}")));
+            return Err(SegmentError::corrupt(format!(
+                "family index {i} >= {count}"
+            )));
         }
-        let mut cache = self.inner.families.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cache = self
+            .inner
+            .families
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         while cache.len() <= i as usize {
             let idx = cache.len() as u32;
             let rec = Arc::new(self.decode_family(idx)?);
@@ -172,7 +187,9 @@ impl Segment {
 
     fn decode_family(&self, idx: u32) -> Result<FamilyRec, SegmentError> {
         let m = self.map();
-        let off = m.u64_unchecked(FAMILY_DIR + 8 * idx as u64).load(Ordering::Acquire);
+        let off = m
+            .u64_unchecked(FAMILY_DIR + 8 * idx as u64)
+            .load(Ordering::Acquire);
         let meta = m.u64(off + F_META)?.load(Ordering::Relaxed);
         let kind = kind_from(meta & 0xff)
             .ok_or_else(|| SegmentError::corrupt(format!("family {idx} has an unknown kind")))?;
@@ -186,7 +203,9 @@ impl Segment {
         let name_len = ((meta >> 32) & 0xffff) as usize;
         let help_len = ((meta >> 48) & 0xffff) as usize;
         if nb > MAX_BUCKETS || name_len > 200 || help_len > 4000 {
-            return Err(SegmentError::corrupt(format!("family {idx} has implausible sizes")));
+            return Err(SegmentError::corrupt(format!(
+                "family {idx} has implausible sizes"
+            )));
         }
         let mut buckets = Vec::with_capacity(nb);
         for b in 0..nb as u64 {

@@ -65,18 +65,28 @@ pub(crate) fn recover(locked: &Locked<'_>) -> Result<(), SegmentError> {
     let pending = m.u64_unchecked(J_PENDING_BLOCK).load(Ordering::Acquire);
     if pending != 0 {
         let slot = m.u64_unchecked(J_PENDING_SLOT).load(Ordering::Relaxed);
-        let linked = m.u64(slot).map(|c| c.load(Ordering::Acquire) == pending).unwrap_or(false);
+        let linked = m
+            .u64(slot)
+            .map(|c| c.load(Ordering::Acquire) == pending)
+            .unwrap_or(false);
         if !linked {
             locked.free(pending)?;
         }
         m.u64_unchecked(J_PENDING_BLOCK).store(0, Ordering::Release);
-        repaired.push(if linked { "insert (linked)" } else { "insert (freed)" });
+        repaired.push(if linked {
+            "insert (linked)"
+        } else {
+            "insert (freed)"
+        });
     }
     if m.u64_unchecked(J_STATE).load(Ordering::Acquire) == JOURNAL_FOLD {
         let src = m.u64_unchecked(J_SRC).load(Ordering::Relaxed);
         let slot = m.u64_unchecked(J_SLOT).load(Ordering::Relaxed);
         let dst = m.u64_unchecked(J_DST).load(Ordering::Relaxed);
-        let cells = m.u64_unchecked(J_CELLS).load(Ordering::Relaxed).min(MAX_CELLS);
+        let cells = m
+            .u64_unchecked(J_CELLS)
+            .load(Ordering::Relaxed)
+            .min(MAX_CELLS);
         let unlinked = m.u64(slot)?.load(Ordering::Acquire) != src;
         let head = entry_head(m, dst)?;
         let kind = locked.seg.family_at(head.family)?.def.kind;
@@ -91,7 +101,11 @@ pub(crate) fn recover(locked: &Locked<'_>) -> Result<(), SegmentError> {
             m.u64(dst + E_VALUES + 8 * k)?.store(v, Ordering::Relaxed);
         }
         m.u64_unchecked(J_STATE).store(0, Ordering::Release);
-        repaired.push(if unlinked { "fold (redone)" } else { "fold (undone)" });
+        repaired.push(if unlinked {
+            "fold (redone)"
+        } else {
+            "fold (undone)"
+        });
     }
     let seq = m.u64_unchecked(H_SEQ);
     if seq.load(Ordering::Acquire) & 1 == 1 {
@@ -100,7 +114,8 @@ pub(crate) fn recover(locked: &Locked<'_>) -> Result<(), SegmentError> {
     }
     if !repaired.is_empty() {
         recount(locked)?;
-        m.u64_unchecked(H_RECOVERIES).fetch_add(1, Ordering::Relaxed);
+        m.u64_unchecked(H_RECOVERIES)
+            .fetch_add(1, Ordering::Relaxed);
         log::warn!(
             "segment {}: a process died while changing it; repaired: {}",
             locked.seg.path().display(),
@@ -122,8 +137,10 @@ fn recount(locked: &Locked<'_>) -> Result<(), SegmentError> {
             _ => live += 1,
         }
     }
-    m.u64_unchecked(H_SERIES_LIVE).store(live, Ordering::Relaxed);
-    m.u64_unchecked(H_SERIES_TOMB).store(tomb, Ordering::Relaxed);
+    m.u64_unchecked(H_SERIES_LIVE)
+        .store(live, Ordering::Relaxed);
+    m.u64_unchecked(H_SERIES_TOMB)
+        .store(tomb, Ordering::Relaxed);
     Ok(())
 }
 
@@ -162,7 +179,11 @@ impl Locked<'_> {
                 dropped += 1;
                 continue;
             }
-            m.read_bytes(head.labels_off(entry), head.labels_len as usize, &mut labels)?;
+            m.read_bytes(
+                head.labels_off(entry),
+                head.labels_len as usize,
+                &mut labels,
+            )?;
             let created = f64::from_bits(m.u64(entry + E_CREATED)?.load(Ordering::Relaxed));
             let dst = self.find_or_insert(&fam, WORKER_EXITED, &labels, created)?;
             let cells = head.cells.min(fam.def.cells());
@@ -177,7 +198,8 @@ impl Locked<'_> {
             m.u64_unchecked(J_SLOT).store(slot, Ordering::Relaxed);
             m.u64_unchecked(J_DST).store(dst, Ordering::Relaxed);
             m.u64_unchecked(J_CELLS).store(cells, Ordering::Relaxed);
-            m.u64_unchecked(J_STATE).store(JOURNAL_FOLD, Ordering::Release);
+            m.u64_unchecked(J_STATE)
+                .store(JOURNAL_FOLD, Ordering::Release);
             for k in 0..cells {
                 let old = m.u64_unchecked(J_OLD + 8 * k).load(Ordering::Relaxed);
                 let add = m.u64_unchecked(J_ADD + 8 * k).load(Ordering::Relaxed);

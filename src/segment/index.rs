@@ -41,16 +41,23 @@ pub(crate) fn init(m: &Mapping) -> Result<(), SegmentError> {
     while (MIN_BLOCK << class) < total {
         class += 1;
     }
-    let start = m.u64_unchecked(H_BUMP).load(Ordering::Relaxed).next_multiple_of(MIN_BLOCK);
+    let start = m
+        .u64_unchecked(H_BUMP)
+        .load(Ordering::Relaxed)
+        .next_multiple_of(MIN_BLOCK);
     let end = start + (MIN_BLOCK << class);
     if end > m.committed() {
-        return Err(SegmentError::Full("initial size too small for the index".into()));
+        return Err(SegmentError::Full(
+            "initial size too small for the index".into(),
+        ));
     }
     m.u64(start)?.store(class, Ordering::Relaxed);
     m.zero(start + BLOCK_HEADER, cap * 8)?;
     m.u64_unchecked(H_BUMP).store(end, Ordering::Relaxed);
-    m.u64_unchecked(H_INDEX_OFF)
-        .store(pack(start + BLOCK_HEADER, INITIAL_CAP_LOG2), Ordering::Release);
+    m.u64_unchecked(H_INDEX_OFF).store(
+        pack(start + BLOCK_HEADER, INITIAL_CAP_LOG2),
+        Ordering::Release,
+    );
     m.u64_unchecked(H_INDEX_CAP).store(cap, Ordering::Relaxed);
     Ok(())
 }
@@ -73,10 +80,14 @@ pub(crate) fn encode_labels(
     sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
     for (i, (name, value)) in sorted.iter().enumerate() {
         if !is_valid_label_name(name) || name.len() > 100 || Some(*name) == reserved {
-            return Err(SegmentError::Invalid(format!("invalid label name {name:?}")));
+            return Err(SegmentError::Invalid(format!(
+                "invalid label name {name:?}"
+            )));
         }
         if i > 0 && sorted[i - 1].0 == *name {
-            return Err(SegmentError::Invalid(format!("duplicate label name {name:?}")));
+            return Err(SegmentError::Invalid(format!(
+                "duplicate label name {name:?}"
+            )));
         }
         let mut cut = value.len().min(MAX_LABEL_VALUE);
         while !value.is_char_boundary(cut) {
@@ -102,7 +113,9 @@ pub(crate) fn decode_labels(mut bytes: &[u8]) -> Result<Vec<(String, String)>, S
         if bytes.len() < 2 + n {
             return Err(bad());
         }
-        let s = std::str::from_utf8(&bytes[2..2 + n]).map_err(|_| bad())?.to_owned();
+        let s = std::str::from_utf8(&bytes[2..2 + n])
+            .map_err(|_| bad())?
+            .to_owned();
         *bytes = &bytes[2 + n..];
         Ok(s)
     };
@@ -151,7 +164,9 @@ pub(crate) fn entry_head(m: &Mapping, off: u64) -> Result<EntryHead, SegmentErro
         hash: m.u64_unchecked(off + E_HASH).load(Ordering::Relaxed),
     };
     if head.cells == 0 || head.cells > MAX_CELLS || head.labels_len > 64 * 1024 {
-        return Err(SegmentError::corrupt(format!("entry {off} has implausible sizes")));
+        return Err(SegmentError::corrupt(format!(
+            "entry {off} has implausible sizes"
+        )));
     }
     m.check_range(off, E_VALUES + 8 * head.cells + align8(head.labels_len))?;
     Ok(head)
@@ -254,7 +269,10 @@ impl Locked<'_> {
     ) -> Result<u64, SegmentError> {
         let hash = key_hash(fam.index, worker, labels);
         let mut scratch = Vec::new();
-        if let Some((_, e)) = self.seg.lookup(fam.index, worker, labels, hash, &mut scratch)? {
+        if let Some((_, e)) = self
+            .seg
+            .lookup(fam.index, worker, labels, hash, &mut scratch)?
+        {
             return Ok(e);
         }
         self.ensure_capacity(1)?;
@@ -275,10 +293,14 @@ impl Locked<'_> {
         let size = E_VALUES + 8 * cells + align8(labels.len() as u64);
         let entry = self.alloc(size)?;
         // Journal the pending insert so a successor can free the block if we die before linking.
-        m.u64_unchecked(J_PENDING_SLOT).store(slot, Ordering::Relaxed);
-        m.u64_unchecked(J_PENDING_BLOCK).store(entry, Ordering::Release);
-        m.u64(entry + E_FAMILY)?
-            .store(u64::from(fam.index) | u64::from(worker) << 32, Ordering::Relaxed);
+        m.u64_unchecked(J_PENDING_SLOT)
+            .store(slot, Ordering::Relaxed);
+        m.u64_unchecked(J_PENDING_BLOCK)
+            .store(entry, Ordering::Release);
+        m.u64(entry + E_FAMILY)?.store(
+            u64::from(fam.index) | u64::from(worker) << 32,
+            Ordering::Relaxed,
+        );
         m.u64(entry + E_CELLS)?
             .store(cells | (labels.len() as u64) << 32, Ordering::Relaxed);
         m.u64(entry + E_HASH)?.store(hash, Ordering::Relaxed);
@@ -287,9 +309,11 @@ impl Locked<'_> {
         m.write_bytes(entry + E_VALUES + 8 * cells, labels)?;
         // Commit point: link the entry.
         m.u64_unchecked(slot).store(entry, Ordering::Release);
-        m.u64_unchecked(H_SERIES_LIVE).fetch_add(1, Ordering::Relaxed);
+        m.u64_unchecked(H_SERIES_LIVE)
+            .fetch_add(1, Ordering::Relaxed);
         if was_tomb {
-            m.u64_unchecked(H_SERIES_TOMB).fetch_sub(1, Ordering::Relaxed);
+            m.u64_unchecked(H_SERIES_TOMB)
+                .fetch_sub(1, Ordering::Relaxed);
         }
         m.u64_unchecked(J_PENDING_BLOCK).store(0, Ordering::Release);
         Ok(entry)
@@ -298,9 +322,12 @@ impl Locked<'_> {
     /// Unlinks the entry in `slot` (leaving a tombstone) and frees it.
     pub(crate) fn unlink(&self, slot: u64, entry: u64) -> Result<(), SegmentError> {
         let m = self.seg.map();
-        m.u64_unchecked(slot).store(SLOT_TOMBSTONE, Ordering::Release);
-        m.u64_unchecked(H_SERIES_LIVE).fetch_sub(1, Ordering::Relaxed);
-        m.u64_unchecked(H_SERIES_TOMB).fetch_add(1, Ordering::Relaxed);
+        m.u64_unchecked(slot)
+            .store(SLOT_TOMBSTONE, Ordering::Release);
+        m.u64_unchecked(H_SERIES_LIVE)
+            .fetch_sub(1, Ordering::Relaxed);
+        m.u64_unchecked(H_SERIES_TOMB)
+            .fetch_add(1, Ordering::Relaxed);
         self.free(entry)
     }
 
@@ -325,7 +352,9 @@ impl Locked<'_> {
             .next_power_of_two()
             .trailing_zeros() as u64;
         if log2 > 28 {
-            return Err(SegmentError::Full("series index would exceed 2^28 slots".into()));
+            return Err(SegmentError::Full(
+                "series index would exceed 2^28 slots".into(),
+            ));
         }
         let cap = 1u64 << log2;
         let new_off = self.alloc(cap * 8)?;
@@ -354,7 +383,8 @@ impl Locked<'_> {
         m.u64_unchecked(H_INDEX_OFF)
             .store(pack(new_off, log2), Ordering::Release);
         m.u64_unchecked(H_INDEX_CAP).store(cap, Ordering::Relaxed);
-        m.u64_unchecked(H_SERIES_LIVE).store(live, Ordering::Relaxed);
+        m.u64_unchecked(H_SERIES_LIVE)
+            .store(live, Ordering::Relaxed);
         m.u64_unchecked(H_SERIES_TOMB).store(0, Ordering::Relaxed);
         self.free(old_off)?;
         if !odd {

@@ -39,7 +39,10 @@ impl Mapping {
     /// The 64-bit word at `off` without checking it against the committed size. Only for header
     /// fields and offsets already validated.
     pub fn u64_unchecked(&self, off: u64) -> &AtomicU64 {
-        assert!(off % 8 == 0 && off + 8 <= self.len, "segment offset {off} out of mapping");
+        assert!(
+            off % 8 == 0 && off + 8 <= self.len,
+            "segment offset {off} out of mapping"
+        );
         // SAFETY: the offset is 8-aligned (the mapping itself is page-aligned) and inside the
         // mapping, which lives as long as `self`. Callers only pass offsets below the committed
         // file size, so the page is backed by the file. AtomicU64 has the layout of u64 and all
@@ -49,28 +52,39 @@ impl Mapping {
 
     /// The 32-bit word at `off` without checking it against the committed size.
     pub fn u32_unchecked(&self, off: u64) -> &AtomicU32 {
-        assert!(off % 4 == 0 && off + 4 <= self.len, "segment offset {off} out of mapping");
+        assert!(
+            off % 4 == 0 && off + 4 <= self.len,
+            "segment offset {off} out of mapping"
+        );
         // SAFETY: as in `u64_unchecked`, with 4-byte alignment.
         unsafe { &*(self.ptr(off) as *const AtomicU32) }
     }
 
     /// Committed file size as published in the header.
     pub fn committed(&self) -> u64 {
-        self.u64_unchecked(H_FILE_SIZE).load(Ordering::Acquire).min(self.len)
+        self.u64_unchecked(H_FILE_SIZE)
+            .load(Ordering::Acquire)
+            .min(self.len)
     }
 
     /// The 64-bit word at `off`, checked against the committed size and alignment. Use this for
     /// every offset read out of the file.
     pub fn u64(&self, off: u64) -> Result<&AtomicU64, SegmentError> {
         if off % 8 != 0 || off.checked_add(8).is_none_or(|end| end > self.committed()) {
-            return Err(SegmentError::corrupt(format!("word offset {off} out of bounds")));
+            return Err(SegmentError::corrupt(format!(
+                "word offset {off} out of bounds"
+            )));
         }
         Ok(self.u64_unchecked(off))
     }
 
     /// Checks that `len` bytes starting at 8-aligned `off` lie below the committed size.
     pub fn check_range(&self, off: u64, len: u64) -> Result<(), SegmentError> {
-        if off % 8 != 0 || off.checked_add(len).is_none_or(|end| end > self.committed()) {
+        if off % 8 != 0
+            || off
+                .checked_add(len)
+                .is_none_or(|end| end > self.committed())
+        {
             return Err(SegmentError::corrupt(format!(
                 "range {off}+{len} out of bounds"
             )));
@@ -85,7 +99,10 @@ impl Mapping {
         out.reserve(len);
         let mut i = 0u64;
         while (i as usize) < len {
-            let word = self.u64_unchecked(off + i).load(Ordering::Relaxed).to_le_bytes();
+            let word = self
+                .u64_unchecked(off + i)
+                .load(Ordering::Relaxed)
+                .to_le_bytes();
             let take = (len - i as usize).min(8);
             out.extend_from_slice(&word[..take]);
             i += 8;

@@ -239,8 +239,11 @@ impl Segment {
         let slots = opts.worker_slots.clamp(16, 65536) as u64;
         let arena = align_up(WORKERS + slots * WORKER_SLOT_BYTES, 64);
         let max = opts.max_bytes.max(1 << 20);
-        let initial = align_up(opts.initial_bytes.max(64 << 10).max(arena + (64 << 10)), 4096)
-            .min(max);
+        let initial = align_up(
+            opts.initial_bytes.max(64 << 10).max(arena + (64 << 10)),
+            4096,
+        )
+        .min(max);
         if initial > max || arena + (16 << 10) > max {
             return Err(SegmentError::Invalid(format!(
                 "segment max_bytes {max} is too small for {slots} worker slots"
@@ -290,7 +293,8 @@ impl Segment {
         let map = Mapping::new(&file, max)
             .map_err(io_err(&tmp))
             .map_err(cleanup)?;
-        map.u64_unchecked(H_FILE_SIZE).store(initial, Ordering::Release);
+        map.u64_unchecked(H_FILE_SIZE)
+            .store(initial, Ordering::Release);
         map.u64_unchecked(H_BUMP).store(arena, Ordering::Release);
         index::init(&map).map_err(cleanup)?;
         drop(map);
@@ -312,7 +316,13 @@ impl Segment {
     /// Whether another process replaced the file (clear, or recovery from corruption); a stale
     /// segment should be reopened with [`Segment::reopen`].
     pub fn is_stale(&self) -> bool {
-        if self.inner.map.u64_unchecked(H_SUPERSEDED).load(Ordering::Acquire) != 0 {
+        if self
+            .inner
+            .map
+            .u64_unchecked(H_SUPERSEDED)
+            .load(Ordering::Acquire)
+            != 0
+        {
             return true;
         }
         match fs::metadata(&self.inner.opts.path) {
@@ -339,14 +349,22 @@ impl Segment {
     /// Replaces a corrupt segment with a fresh one (under the semaphore) and returns it.
     pub fn recreate(&self, reason: &str) -> Result<Segment, SegmentError> {
         let opts = &self.inner.opts;
-        let guard = self.inner.sem.lock().unwrap_or_else(|e| e.into_inner()).lock(opts.lock_timeout)?;
+        let guard = self
+            .inner
+            .sem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lock(opts.lock_timeout)?;
         // Someone else may have recreated it already.
         if !self.is_stale() {
             log::error!(
                 "segment {} is corrupt ({reason}); recreating it, previous values are lost",
                 opts.path.display()
             );
-            self.inner.map.u64_unchecked(H_SUPERSEDED).store(1, Ordering::Release);
+            self.inner
+                .map
+                .u64_unchecked(H_SUPERSEDED)
+                .store(1, Ordering::Release);
             let key = self.sem_key();
             Self::create_file(opts, key)?;
         }
@@ -358,16 +376,28 @@ impl Segment {
     /// its next access. Counters restart from zero (Prometheus handles the reset).
     pub fn clear(&self) -> Result<Segment, SegmentError> {
         let opts = &self.inner.opts;
-        let guard = self.inner.sem.lock().unwrap_or_else(|e| e.into_inner()).lock(opts.lock_timeout)?;
+        let guard = self
+            .inner
+            .sem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lock(opts.lock_timeout)?;
         Self::create_file(opts, self.sem_key())?;
         // Tell processes that still map the old file.
-        self.inner.map.u64_unchecked(H_SUPERSEDED).store(1, Ordering::Release);
+        self.inner
+            .map
+            .u64_unchecked(H_SUPERSEDED)
+            .store(1, Ordering::Release);
         drop(guard);
         self.reopen()
     }
 
     fn sem_key(&self) -> libc::key_t {
-        self.inner.sem.lock().unwrap_or_else(|e| e.into_inner()).key()
+        self.inner
+            .sem
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .key()
     }
 
     /// Takes the semaphore and repairs what a holder that died may have left half done.
@@ -427,7 +457,10 @@ impl Segment {
     }
 
     pub(crate) fn worker_slots(&self) -> u32 {
-        self.inner.map.u32_unchecked(H_WORKER_SLOTS).load(Ordering::Relaxed)
+        self.inner
+            .map
+            .u32_unchecked(H_WORKER_SLOTS)
+            .load(Ordering::Relaxed)
     }
 
     pub(crate) fn note_write_failure(&self) {
@@ -476,7 +509,10 @@ fn align_up(n: u64, to: u64) -> u64 {
 
 /// Validates the static header and sizes of `file`; returns the reservation size.
 fn validate_file(file: &File) -> Result<u64, String> {
-    let size = file.metadata().map_err(|e| format!("cannot stat: {e}"))?.len();
+    let size = file
+        .metadata()
+        .map_err(|e| format!("cannot stat: {e}"))?
+        .len();
     if size < HEADER_BYTES {
         return Err(format!("truncated: {size} bytes, smaller than the header"));
     }
@@ -529,7 +565,10 @@ fn validate_file(file: &File) -> Result<u64, String> {
 /// Best effort: flag the file at `path` as superseded so processes mapping it reopen.
 fn mark_superseded(path: &Path) {
     if let Ok(f) = OpenOptions::new().write(true).open(path) {
-        if f.metadata().map(|m| m.len() >= HEADER_BYTES).unwrap_or(false) {
+        if f.metadata()
+            .map(|m| m.len() >= HEADER_BYTES)
+            .unwrap_or(false)
+        {
             let _ = f.write_all_at(&1u64.to_le_bytes(), H_SUPERSEDED);
         }
     }

@@ -10,6 +10,9 @@ use super::mem::Mapping;
 use super::{Segment, SegmentError};
 use crate::snapshot::{Family, Label, MetricKind, Series, Value};
 
+/// Series of one family combined over workers: value and earliest creation time.
+type Merged = HashMap<Vec<Label>, (Value, Option<f64>)>;
+
 /// How to present the segment's series.
 #[derive(Debug, Clone, Copy)]
 pub struct ReadOptions {
@@ -33,7 +36,10 @@ pub(crate) fn unit_of(name: &str) -> Option<&'static str> {
 }
 
 fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Value {
-    let cell = |k: u64| m.u64_unchecked(entry + E_VALUES + 8 * k).load(Ordering::Relaxed);
+    let cell = |k: u64| {
+        m.u64_unchecked(entry + E_VALUES + 8 * k)
+            .load(Ordering::Relaxed)
+    };
     match fam.def.kind {
         MetricKind::Histogram => {
             let nb = fam.def.buckets.len().min(head.cells as usize - 2);
@@ -106,7 +112,7 @@ impl Segment {
                 fam
             })
             .collect();
-        let mut merged: Vec<HashMap<Vec<Label>, (Value, Option<f64>)>> =
+        let mut merged: Vec<Merged> =
             vec![HashMap::new(); if opts.worker_label { 0 } else { fams.len() }];
         let mut worker_names: HashMap<u32, String> = HashMap::new();
         let mut bytes = Vec::new();

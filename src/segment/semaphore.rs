@@ -106,7 +106,8 @@ impl Semaphore {
         // SAFETY: semid_ds is plain old data; zeroed is a valid bit pattern.
         let mut ds: libc::semid_ds = unsafe { std::mem::zeroed() };
         // SAFETY: IPC_STAT writes one semid_ds through the pointer we pass.
-        let rc = unsafe { libc::semctl(self.id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) };
+        let rc =
+            unsafe { libc::semctl(self.id, 0, libc::IPC_STAT, &mut ds as *mut libc::semid_ds) };
         if rc < 0 {
             return Err(self.os_err());
         }

@@ -51,7 +51,10 @@ impl WorkerKind {
 
 /// Start time of `pid` in clock ticks since boot, or `None` if it is gone or a zombie.
 pub fn process_start_ticks(pid: u32) -> Option<u64> {
-    let stat = procfs::process::Process::new(pid as i32).ok()?.stat().ok()?;
+    let stat = procfs::process::Process::new(pid as i32)
+        .ok()?
+        .stat()
+        .ok()?;
     if stat.state == 'Z' || stat.state == 'X' {
         return None;
     }
@@ -134,7 +137,12 @@ impl Segment {
 }
 
 impl Locked<'_> {
-    pub(crate) fn claim(&self, pid: u32, start: u64, kind: WorkerKind) -> Result<u32, SegmentError> {
+    pub(crate) fn claim(
+        &self,
+        pid: u32,
+        start: u64,
+        kind: WorkerKind,
+    ) -> Result<u32, SegmentError> {
         let m = self.seg.map();
         let slots = self.seg.worker_slots();
         let mut free = None;
@@ -163,14 +171,18 @@ impl Locked<'_> {
             return Ok(WORKER_OVERFLOW);
         };
         let o = slot_off(i);
-        m.u64_unchecked(o + W_PID).store(u64::from(pid), Ordering::Relaxed);
+        m.u64_unchecked(o + W_PID)
+            .store(u64::from(pid), Ordering::Relaxed);
         m.u64_unchecked(o + W_START).store(start, Ordering::Relaxed);
         m.u64_unchecked(o + W_CLAIMED)
             .store(now_unix() as u64, Ordering::Relaxed);
-        m.u64_unchecked(o + W_DEAD_SINCE).store(0, Ordering::Relaxed);
-        m.u32_unchecked(o + W_KIND).store(kind.code(), Ordering::Relaxed);
+        m.u64_unchecked(o + W_DEAD_SINCE)
+            .store(0, Ordering::Relaxed);
+        m.u32_unchecked(o + W_KIND)
+            .store(kind.code(), Ordering::Relaxed);
         // Commit point.
-        m.u32_unchecked(o + W_STATE).store(SLOT_LIVE, Ordering::Release);
+        m.u32_unchecked(o + W_STATE)
+            .store(SLOT_LIVE, Ordering::Release);
         Ok(i)
     }
 }

@@ -154,7 +154,11 @@ impl Writer {
     }
 
     /// Resolves (once) the series of `def` with `labels` for this worker.
-    pub fn handle(&mut self, def: &FamilyDef, labels: &[(&str, &str)]) -> Result<Handle, SegmentError> {
+    pub fn handle(
+        &mut self,
+        def: &FamilyDef,
+        labels: &[(&str, &str)],
+    ) -> Result<Handle, SegmentError> {
         let result = self.resolve(def, labels);
         if matches!(result, Err(SegmentError::Full(_))) {
             self.seg.note_write_failure();
@@ -162,7 +166,11 @@ impl Writer {
         result
     }
 
-    fn resolve(&mut self, def: &FamilyDef, labels: &[(&str, &str)]) -> Result<Handle, SegmentError> {
+    fn resolve(
+        &mut self,
+        def: &FamilyDef,
+        labels: &[(&str, &str)],
+    ) -> Result<Handle, SegmentError> {
         let fam = match self.families.get(&def.name) {
             Some(f) => f.clone(),
             None => {
@@ -214,17 +222,32 @@ impl Writer {
     }
 
     /// Adds `v` to a counter or gauge.
-    pub fn add(&mut self, def: &FamilyDef, labels: &[(&str, &str)], v: f64) -> Result<(), SegmentError> {
+    pub fn add(
+        &mut self,
+        def: &FamilyDef,
+        labels: &[(&str, &str)],
+        v: f64,
+    ) -> Result<(), SegmentError> {
         self.handle(def, labels).map(|h| h.add(v))
     }
 
     /// Sets a gauge.
-    pub fn set(&mut self, def: &FamilyDef, labels: &[(&str, &str)], v: f64) -> Result<(), SegmentError> {
+    pub fn set(
+        &mut self,
+        def: &FamilyDef,
+        labels: &[(&str, &str)],
+        v: f64,
+    ) -> Result<(), SegmentError> {
         self.handle(def, labels).map(|h| h.set(v))
     }
 
     /// Records a histogram observation.
-    pub fn observe(&mut self, def: &FamilyDef, labels: &[(&str, &str)], v: f64) -> Result<(), SegmentError> {
+    pub fn observe(
+        &mut self,
+        def: &FamilyDef,
+        labels: &[(&str, &str)],
+        v: f64,
+    ) -> Result<(), SegmentError> {
         self.handle(def, labels).map(|h| h.observe(v))
     }
 }
