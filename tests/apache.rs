@@ -44,7 +44,10 @@ fn require_apache() {
     for (path, pkg) in [
         ("/usr/sbin/apache2", "apache2"),
         ("/usr/bin/htpasswd", "apache2-utils"),
-        ("/usr/lib/apache2/modules/mod_fcgid.so", "libapache2-mod-fcgid"),
+        (
+            "/usr/lib/apache2/modules/mod_fcgid.so",
+            "libapache2-mod-fcgid",
+        ),
     ] {
         assert!(
             Path::new(path).exists(),
@@ -291,8 +294,7 @@ impl Apache {
     }
 
     fn get(&self, path: &str, auth: Option<(&str, &str)>) -> Resp {
-        http_get(self.port, path, auth)
-            .unwrap_or_else(|e| panic!("GET {path}: {e}{}", self.logs()))
+        http_get(self.port, path, auth).unwrap_or_else(|e| panic!("GET {path}: {e}{}", self.logs()))
     }
 
     fn scrape(&self, query: &str) -> Resp {
@@ -313,7 +315,11 @@ impl Apache {
             .stdin(Stdio::null())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
@@ -338,7 +344,10 @@ impl Apache {
 
 impl Drop for Apache {
     fn drop(&mut self) {
-        for c in [Some(&mut self.child), self.serve.as_mut()].into_iter().flatten() {
+        for c in [Some(&mut self.child), self.serve.as_mut()]
+            .into_iter()
+            .flatten()
+        {
             let pid = nix::unistd::Pid::from_raw(c.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
             let start = Instant::now();
@@ -357,14 +366,22 @@ impl Drop for Apache {
 fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(15), "timed out waiting for {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
 
 fn ppid(pid: u32) -> Option<u32> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.split_whitespace().nth(1)?.parse().ok()
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
 }
 
 fn comm(pid: u32) -> String {
@@ -416,7 +433,11 @@ fn fcgid_auth_scrape_collect_and_one_worker_series_per_fastcgi_process() {
     assert_eq!(a.get(METRICS, None).status, 401);
     assert_eq!(a.get(METRICS, Some((USER.0, "wrong"))).status, 401);
     assert_eq!(a.get(METRICS, Some(("nobody", USER.1))).status, 401);
-    assert_eq!(a.get(ADMIN, None).status, 401, "the admin route is protected too");
+    assert_eq!(
+        a.get(ADMIN, None).status,
+        401,
+        "the admin route is protected too"
+    );
     assert!(a.exporter_pids().is_empty(), "no exporter process started");
     let dump = a.dump();
     assert_eq!(dump["workers"].as_array().unwrap().len(), 0, "{dump}");
@@ -433,7 +454,11 @@ fn fcgid_auth_scrape_collect_and_one_worker_series_per_fastcgi_process() {
     let r = a.scrape("collect%5B%5D=exporter");
     assert!(r.body.contains("otrs_exporter_build_info{"));
     assert!(!r.body.contains("collector=\"segment\""), "{}", r.body);
-    assert_eq!(a.get(&format!("{METRICS}?collect[]=bogus"), Some(USER)).status, 400);
+    assert_eq!(
+        a.get(&format!("{METRICS}?collect[]=bogus"), Some(USER))
+            .status,
+        400
+    );
 
     // Our routes win over OTRS's `ScriptAlias /otrs/` (before our file) and its
     // `<Location /otrs>` (after it); every other /otrs/ URL still reaches OTRS.
@@ -466,7 +491,10 @@ fn fcgid_auth_scrape_collect_and_one_worker_series_per_fastcgi_process() {
     let mut total = 0.0;
     for w in &workers {
         let pid: u32 = w.parse().expect("worker label is a PID");
-        let count = sample(&body, &format!("otrs_exporter_scrapes_total{{worker=\"{w}\"}}"));
+        let count = sample(
+            &body,
+            &format!("otrs_exporter_scrapes_total{{worker=\"{w}\"}}"),
+        );
         assert!(count.unwrap() >= 1.0);
         total += count.unwrap();
         // A real process of ours, started by mod_fcgid's process manager (a child of the
@@ -478,7 +506,11 @@ fn fcgid_auth_scrape_collect_and_one_worker_series_per_fastcgi_process() {
         );
         let pm = ppid(pid).expect("worker alive");
         assert_eq!(comm(pm), "apache2", "parent of {pid}");
-        assert_eq!(ppid(pm), Some(apache_pid), "fcgid PM {pm} is Apache's child");
+        assert_eq!(
+            ppid(pm),
+            Some(apache_pid),
+            "fcgid PM {pm} is Apache's child"
+        );
     }
     assert!(total >= 1.0 + 2.0 + 6.0, "scrapes counted: {total}");
 }
@@ -547,7 +579,10 @@ fn prometheus_scrapes_through_apache_and_mod_fcgid() {
     )
     .unwrap();
     let mut prom = Command::new("/usr/bin/prometheus")
-        .arg(format!("--config.file={}", d.join("prometheus.yml").display()))
+        .arg(format!(
+            "--config.file={}",
+            d.join("prometheus.yml").display()
+        ))
         .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
         .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
         .stdin(Stdio::null())
@@ -570,7 +605,10 @@ fn prometheus_scrapes_through_apache_and_mod_fcgid() {
             .as_ref()
             .and_then(|v| v.get(0))
             .is_some_and(|s| s["value"][1] == "1");
-        let has_info = info.as_ref().and_then(|v| v.as_array()).is_some_and(|v| !v.is_empty());
+        let has_info = info
+            .as_ref()
+            .and_then(|v| v.as_array())
+            .is_some_and(|v| !v.is_empty());
         if up_is_1 && has_info {
             ok = true;
             break;
@@ -609,7 +647,11 @@ fn robust_through_apache_long_uris_vanishing_clients_load_and_flat_memory() {
         Ok(r) => assert_eq!(r.status, 414, "{r:?}"),
         Err(e) => panic!("Apache should answer 414, got {e}"),
     }
-    assert_eq!(scrapes(&a), before + 1.0, "only our own check scrape was counted");
+    assert_eq!(
+        scrapes(&a),
+        before + 1.0,
+        "only our own check scrape was counted"
+    );
 
     // A client that disconnects mid-response.
     for _ in 0..5 {
