@@ -8,14 +8,24 @@ set -euo pipefail
 declare -A PACKAGES=(
   [prometheus]=promtool      # promtool check metrics / rules
   [libfcgi-bin]=cgi-fcgi     # a real FastCGI client
+  [apache2]=apache2ctl       # tests/apache.rs and the demo: a real Apache
+  [apache2-utils]=htpasswd   # basic-auth password files
+  [libapache2-mod-fcgid]=/usr/lib/apache2/modules/mod_fcgid.so  # mod_fcgid (a file, not a command)
 )
 
 SUDO=""
+# A command on PATH (or in /usr/sbin, where apache2ctl lives), or an absolute file path.
+present() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] ;;
+  esac
+}
 if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
 
 missing=()
 for pkg in "${!PACKAGES[@]}"; do
-  command -v "${PACKAGES[$pkg]}" >/dev/null 2>&1 || missing+=("$pkg")
+  present "${PACKAGES[$pkg]}" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing ${missing[*]}"
@@ -24,7 +34,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 for pkg in "${!PACKAGES[@]}"; do
-  command -v "${PACKAGES[$pkg]}" >/dev/null 2>&1 || { echo "setup: ${PACKAGES[$pkg]} still missing after installing $pkg" >&2; exit 1; }
+  present "${PACKAGES[$pkg]}" || { echo "setup: ${PACKAGES[$pkg]} still missing after installing $pkg" >&2; exit 1; }
 done
 
 # Databases: start them if installed and not answering (later test suites use them).

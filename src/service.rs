@@ -195,6 +195,19 @@ fn html_escape(s: &str) -> String {
 
 impl Handler for Service {
     fn handle(&self, req: &Request) -> Response {
+        // Says what the web server passed, for checking an authentication setup: the user it
+        // authenticated, and whether the credentials themselves reached us (they should not).
+        log::debug!(
+            "{} {} REMOTE_USER={} Authorization header: {}",
+            req.method,
+            req.path,
+            req.remote_user().unwrap_or("-"),
+            if req.header("Authorization").is_some() {
+                "passed"
+            } else {
+                "absent"
+            }
+        );
         let metrics = self.config.metrics_path();
         let base = format!(
             "{}/{}",

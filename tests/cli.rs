@@ -5,6 +5,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+mod common;
+use common::{http_get, promtool_check, sample, samples_of};
+
 const BIN: &str = env!("CARGO_BIN_EXE_otrs-exporter");
 const METRICS: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/metrics";
 
@@ -89,44 +92,6 @@ impl Env {
         );
         (status, ctype, body.to_owned())
     }
-}
-
-fn promtool_check(body: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by scripts/setup.sh (Debian package prometheus)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool rejected the scrape: {}{}\n---\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Value of the sample line that starts with `prefix` (name and labels), if present.
-fn sample(body: &str, prefix: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn samples_of<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .collect()
 }
 
 #[test]
@@ -348,60 +313,117 @@ fn without_a_command_or_web_server_it_explains_itself() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not started by a web server"));
 }
 
-#[test]
-fn demo_serves_valid_metrics_and_cleans_up() {
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+/// Starts `demo` with `args`, reads its banner up to the Ctrl-C line and returns the child,
+/// the banner and the demo's PID.
+fn start_demo(args: &[&str]) -> (std::process::Child, String) {
+    use std::io::BufRead;
     let mut child = Command::new(BIN)
-        .args([
-            "demo",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--seconds",
-            "6",
-        ])
-        .env("OTRS_EXPORTER_CONFIG", "/nonexistent-is-fine-for-demo.toml")
+        .arg("demo")
+        .args(args)
         .env_remove("OTRS_EXPORTER_CONFIG")
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id();
-    // Wait for traffic to reach the segment, then scrape twice over plain HTTP.
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut banner = String::new();
+    while !banner.contains("press Ctrl-C") {
+        let mut line = String::new();
+        if out.read_line(&mut line).unwrap() == 0 {
+            panic!("demo ended early: {banner}");
+        }
+        banner.push_str(&line);
+    }
+    // Keep draining stdout so the demo never blocks on a full pipe.
+    std::thread::spawn(move || std::io::copy(&mut out, &mut std::io::sink()));
+    (child, banner)
+}
+
+fn banner_value<'a>(banner: &'a str, key: &str) -> Option<&'a str> {
+    banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(key))
+        .map(str::trim)
+}
+
+/// Scrapes until the demo's traffic shows up, then checks the body with promtool.
+fn scrape_demo(port: u16, auth: Option<(&str, &str)>) {
     let mut body = String::new();
     for _ in 0..40 {
-        std::thread::sleep(std::time::Duration::from_millis(150));
-        if let Ok(b) = http_get(port, METRICS) {
-            body = b;
+        if let Ok(r) = http_get(port, METRICS, auth) {
+            assert_eq!(r.status, 200, "{r:?}");
+            body = r.body;
             if body.contains("otrs_http_requests_total{") {
                 break;
             }
         }
+        std::thread::sleep(std::time::Duration::from_millis(150));
     }
     assert!(
         body.contains("otrs_http_request_duration_seconds_bucket{"),
         "{body}"
     );
     promtool_check(&body);
-    let status = child.wait().unwrap();
-    assert!(status.success());
-    let out = std::io::read_to_string(child.stdout.take().unwrap()).unwrap();
-    assert!(out.contains("scrape URL:  http://127.0.0.1:"), "{out}");
-    assert!(!Path::new(&format!("/tmp/otrs-exporter-demo-{pid}")).exists());
 }
 
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    Ok(text
-        .split_once("\r\n\r\n")
-        .map(|x| x.1.to_owned())
-        .unwrap_or_default())
+#[test]
+fn demo_serves_valid_metrics_and_cleans_up() {
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut child, banner) = start_demo(&["--listen", &listen, "--port", "0", "--seconds", "6"]);
+    let pid = child.id();
+    let apache = std::path::Path::new("/usr/sbin/apache2").exists()
+        && std::path::Path::new("/usr/lib/apache2/modules/mod_fcgid.so").exists();
+    if apache {
+        // Through the throwaway Apache, with the printed credentials.
+        assert!(
+            banner.contains("throwaway Apache with mod_fcgid"),
+            "{banner}"
+        );
+        let url = banner_value(&banner, "scrape URL:").unwrap();
+        assert!(url.ends_with(METRICS), "{banner}");
+        let aport: u16 = url
+            .strip_prefix("http://127.0.0.1:")
+            .and_then(|r| r.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        assert_eq!(banner_value(&banner, "user:"), Some("prometheus"));
+        let password = banner_value(&banner, "password:").unwrap().to_owned();
+        assert!(password.len() >= 16, "{banner}");
+        assert!(banner.contains(&format!("curl -s -u prometheus:{password} {url}")));
+        scrape_demo(aport, Some(("prometheus", &password)));
+        let wrong = http_get(aport, METRICS, Some(("prometheus", "wrong"))).unwrap();
+        assert_eq!(wrong.status, 401);
+        assert_eq!(http_get(aport, METRICS, None).unwrap().status, 401);
+    } else {
+        assert!(banner.contains("not using Apache"), "{banner}");
+        scrape_demo(port, None);
+    }
+    let status = child.wait().unwrap();
+    assert!(status.success());
+    assert!(!Path::new(&format!("/tmp/otrs-exporter-demo-{pid}")).exists());
+    // Nothing the demo started is left behind (Apache and its FastCGI processes included).
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let marker = format!("otrs-exporter-demo-{pid}");
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&cmdline).contains(&marker),
+            "left running: {}",
+            String::from_utf8_lossy(&cmdline)
+        );
+    }
+}
+
+#[test]
+fn demo_without_apache_uses_the_builtin_listener_and_says_so() {
+    let port = common::free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let (mut child, banner) = start_demo(&["--listen", &listen, "--no-apache", "--seconds", "4"]);
+    assert!(
+        banner.contains("not using Apache (--no-apache given)"),
+        "{banner}"
+    );
+    assert!(banner.contains(&format!("scrape URL:  http://{listen}{METRICS}")));
+    scrape_demo(port, None);
+    assert!(child.wait().unwrap().success());
 }

@@ -44,9 +44,16 @@ pub enum Command {
     },
     /// Run a self-contained demo: synthetic OTRS traffic and the exporter on a loopback port.
     Demo {
-        /// Address for the built-in HTTP listener.
+        /// Address for the built-in HTTP listener (used when Apache with mod_fcgid is not
+        /// installed, or with --no-apache).
         #[arg(long, default_value = "127.0.0.1:9646")]
         listen: SocketAddr,
+        /// Loopback port for the demo's throwaway Apache (0 = any free port).
+        #[arg(long, default_value_t = 9646)]
+        port: u16,
+        /// Serve with the built-in HTTP listener even if Apache is installed.
+        #[arg(long)]
+        no_apache: bool,
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
@@ -198,9 +205,20 @@ pub fn main() -> Result<()> {
             };
             fcgi::serve(listener, service(&cfg)?, opts)?;
         }
-        Command::Demo { listen, seconds } => {
+        Command::Demo {
+            listen,
+            port,
+            no_apache,
+            seconds,
+        } => {
             let cfg = load_config(cfg_path)?;
-            crate::demo::run(cfg, listen, seconds.map(Duration::from_secs))?;
+            let opts = crate::demo::Options {
+                listen,
+                apache_port: port,
+                no_apache,
+                duration: seconds.map(Duration::from_secs),
+            };
+            crate::demo::run(cfg, opts)?;
         }
         Command::CheckConfig => {
             let loaded = config::load(cfg_path)?;
@@ -274,7 +292,9 @@ pub fn main() -> Result<()> {
         }
         Command::DemoTraffic { segment, seconds } => {
             init_logging(log::LevelFilter::Warn);
-            // Die with the demo, however it ends.
+            // Die with the demo, however it ends. The demo blocks SIGTERM while it waits for
+            // it and the mask is inherited: unblock it, or the death signal stays pending.
+            let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
             crate::demo::traffic(&segment, Duration::from_secs(seconds))?;
         }

@@ -3,8 +3,11 @@
 //!
 //! It creates a throwaway segment in a temporary directory, starts a few traffic-generator
 //! processes (real processes with real PIDs, recycled now and then like mod_fcgid recycles
-//! FastCGI workers, so `worker="exited"` shows up after GC), and serves the metrics on the
-//! built-in HTTP listener until Ctrl-C.
+//! FastCGI workers, so `worker="exited"` shows up after GC), and serves the metrics until
+//! Ctrl-C: through a throwaway Apache with mod_fcgid and basic auth when Apache is installed
+//! ([`apache`]), otherwise on the built-in HTTP listener.
+
+pub mod apache;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -91,25 +94,37 @@ pub fn traffic(path: &Path, lifetime: Duration) -> Result<(), crate::segment::Se
     Ok(())
 }
 
-/// The demo's child processes and temporary directory; cleaned up on drop.
+/// The demo's child processes, Apache and temporary directory; cleaned up on drop.
 pub struct Demo {
     dir: PathBuf,
     segment: PathBuf,
     workers: Vec<Child>,
+    apache: Option<apache::DemoApache>,
     rng: Rng,
 }
 
 impl Demo {
     /// Creates the temporary directory and the segment, and starts `n` traffic workers.
     pub fn start(n: usize) -> std::io::Result<Demo> {
+        Demo::start_with_group(n, None)
+    }
+
+    /// Like [`Demo::start`], with the segment (in a `shm/` subdirectory) and its semaphore
+    /// owned by group `gid`, so web-server workers of that group can write it.
+    pub fn start_with_group(n: usize, gid: Option<u32>) -> std::io::Result<Demo> {
         let dir = std::env::temp_dir().join(format!("otrs-exporter-demo-{}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
-        let segment = dir.join("segment");
-        Segment::open(&SegmentOptions::new(&segment)).map_err(std::io::Error::other)?;
+        let segment = dir.join("shm").join("segment");
+        let opts = SegmentOptions {
+            gid,
+            ..SegmentOptions::new(&segment)
+        };
+        Segment::open(&opts).map_err(std::io::Error::other)?;
         let mut demo = Demo {
             dir,
             segment,
             workers: Vec::new(),
+            apache: None,
             rng: Rng(0x9e37_79b9_7f4a_7c15 ^ u64::from(std::process::id())),
         };
         for _ in 0..n {
@@ -149,6 +164,8 @@ impl Demo {
 
 impl Drop for Demo {
     fn drop(&mut self) {
+        // Apache first: its FastCGI processes use files in the directory.
+        drop(self.apache.take());
         for w in &mut self.workers {
             let _ = w.kill();
             let _ = w.wait();
@@ -157,12 +174,24 @@ impl Drop for Demo {
     }
 }
 
-/// Runs the demo: traffic, the exporter on `addr`, until SIGINT/SIGTERM or `duration`.
-pub fn run(
-    mut config: crate::config::Config,
-    addr: std::net::SocketAddr,
-    duration: Option<Duration>,
-) -> anyhow::Result<()> {
+/// How the demo serves the metrics.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address of the built-in HTTP listener (used when Apache is not).
+    pub listen: std::net::SocketAddr,
+    /// Loopback port for the demo's Apache (0 = any free port).
+    pub apache_port: u16,
+    /// Use the built-in listener even if Apache is installed.
+    pub no_apache: bool,
+    /// Stop after this long (default: until SIGINT/SIGTERM).
+    pub duration: Option<Duration>,
+}
+
+/// Runs the demo: traffic, and the exporter behind Apache (or on the built-in listener) until
+/// SIGINT/SIGTERM or `opts.duration`.
+pub fn run(mut config: crate::config::Config, opts: Options) -> anyhow::Result<()> {
+    let duration = opts.duration;
+    let addr = opts.listen;
     use nix::sys::signal::{SigSet, Signal};
     // Block the stop signals before any thread starts, then wait for them here.
     let mut stop = SigSet::empty();
@@ -170,28 +199,69 @@ pub fn run(
     stop.add(Signal::SIGTERM);
     stop.thread_block()?;
 
-    let mut demo = Demo::start(3)?;
+    let why_not_apache = if opts.no_apache {
+        Some("--no-apache given".to_owned())
+    } else {
+        apache::unavailable()
+    };
+    // Under root, Apache's workers run as www-data: the segment belongs to its group.
+    let root = nix::unistd::geteuid().is_root();
+    let web_group = (why_not_apache.is_none() && root)
+        .then(apache::web_user)
+        .flatten();
+    let mut demo = Demo::start_with_group(3, web_group.as_ref().map(|u| u.gid.as_raw()))?;
     config.segment.path = demo.segment_path().to_owned();
     config.gc.grace_seconds = 10;
     config.gc.interval_seconds = 5;
-    let seg_opts = crate::service::segment_options(&config).map_err(anyhow::Error::msg)?;
-    let service = Arc::new(crate::service::Service::new(config.clone(), seg_opts));
-    let server = Arc::new(crate::front::http::bind(addr, false)?);
-    let bound = server.server_addr().to_ip().unwrap_or(addr);
-    println!("otrs-exporter demo: no web server front end in this build of the demo;");
-    println!("serving with the built-in HTTP listener (no authentication, loopback only).");
-    println!();
-    println!("  scrape URL:  http://{bound}{}", config.metrics_path());
-    println!("  segment:     {}", demo.segment_path().display());
-    println!(
-        "  try:         curl -s http://{bound}{}",
-        config.metrics_path()
-    );
+    let metrics = config.metrics_path();
+    let mut fallback = why_not_apache;
+    if fallback.is_none() {
+        let group = web_group.as_ref().map(|_| "www-data");
+        match apache::DemoApache::start(&demo.dir, opts.apache_port, demo.segment_path(), group) {
+            Ok(a) => demo.apache = Some(a),
+            Err(e) => fallback = Some(format!("Apache did not start: {e}")),
+        }
+    }
+    let mut http = None;
+    if let Some(a) = &demo.apache {
+        let url = format!("http://127.0.0.1:{}{metrics}", a.port);
+        println!(
+            "otrs-exporter demo: serving through a throwaway Apache with mod_fcgid and basic auth,"
+        );
+        println!("configured with apache/otrs-exporter-fcgid.conf (loopback only).");
+        println!();
+        println!("  scrape URL:  {url}");
+        println!("  user:        {}", apache::DEMO_USER);
+        println!("  password:    {}", a.password);
+        println!("  segment:     {}", demo.segment_path().display());
+        println!("  Apache log:  {}", a.error_log.display());
+        println!(
+            "  try:         curl -s -u {}:{} {url}",
+            apache::DEMO_USER,
+            a.password
+        );
+    } else {
+        let seg_opts = crate::service::segment_options(&config).map_err(anyhow::Error::msg)?;
+        let service = Arc::new(crate::service::Service::new(config.clone(), seg_opts));
+        let server = Arc::new(crate::front::http::bind(addr, false)?);
+        let bound = server.server_addr().to_ip().unwrap_or(addr);
+        println!(
+            "otrs-exporter demo: not using Apache ({});",
+            fallback.as_deref().unwrap_or("unknown reason")
+        );
+        println!("serving with the built-in HTTP listener (no authentication, loopback only).");
+        println!();
+        println!("  scrape URL:  http://{bound}{metrics}");
+        println!("  segment:     {}", demo.segment_path().display());
+        println!("  try:         curl -s http://{bound}{metrics}");
+        let srv = server.clone();
+        let handler: Arc<dyn crate::front::request::Handler> = service;
+        http = Some(std::thread::spawn(move || {
+            crate::front::http::run(srv, handler, 4)
+        }));
+    }
     println!();
     println!("Synthetic OTRS traffic from 3 worker processes; press Ctrl-C to stop.");
-    let srv = server.clone();
-    let handler: Arc<dyn crate::front::request::Handler> = service;
-    let http = std::thread::spawn(move || crate::front::http::run(srv, handler, 4));
 
     let start = Instant::now();
     loop {

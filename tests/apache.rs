@@ -1,0 +1,701 @@
+//! The exporter behind a real Apache (Debian's apache2 with mod_fcgid, mod_proxy_fcgi and
+//! mod_cgid), configured with the snippets in `apache/` included unchanged, next to an
+//! OTRS-like `ScriptAlias /otrs/` mapping. Each test runs its own throwaway Apache on a free
+//! loopback port in a temporary directory; Prometheus itself scrapes through one of them.
+
+use std::collections::BTreeSet;
+use std::os::unix::fs::{chown, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+mod common;
+use common::{free_port, http_get, promtool_check, sample, samples_of, Resp};
+
+const BIN: &str = env!("CARGO_BIN_EXE_otrs-exporter");
+const METRICS: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/metrics";
+const ADMIN: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/admin";
+const USER: (&str, &str) = ("prometheus", "s3cret-pass");
+const MODULES: &str = "/usr/lib/apache2/modules";
+const SNIPPETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/apache");
+
+/// How the exporter is wired into Apache.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Front {
+    Fcgid,
+    ProxyFcgi,
+    Cgi,
+}
+
+/// Where OTRS's own include sits relative to ours.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum OtrsOrder {
+    /// OTRS's ScriptAlias before our file, its `<Location /otrs>` after it: the worst case
+    /// for both Alias precedence and section merging.
+    Surrounding,
+    /// The whole OTRS include after ours (Debian: `otrs-exporter-*.conf` < `zzz_otrs.conf`).
+    After,
+    /// The whole OTRS include before ours.
+    Before,
+}
+
+fn require_apache() {
+    for (path, pkg) in [
+        ("/usr/sbin/apache2", "apache2"),
+        ("/usr/bin/htpasswd", "apache2-utils"),
+        (
+            "/usr/lib/apache2/modules/mod_fcgid.so",
+            "libapache2-mod-fcgid",
+        ),
+    ] {
+        assert!(
+            Path::new(path).exists(),
+            "{path} is missing: install it with `apt-get install {pkg}` (or run scripts/setup.sh)"
+        );
+    }
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+fn www_data() -> nix::unistd::User {
+    nix::unistd::User::from_name("www-data")
+        .unwrap()
+        .expect("user www-data exists (Debian's apache2 creates it)")
+}
+
+/// A throwaway Apache (and, for mod_proxy_fcgi, the `serve` process behind it).
+struct Apache {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: Child,
+    serve: Option<Child>,
+    bin: PathBuf,
+    config: PathBuf,
+}
+
+impl Apache {
+    fn start(front: Front, order: OtrsOrder) -> Apache {
+        require_apache();
+        let dir = tempfile::Builder::new()
+            .prefix("otrs-exporter-apache-")
+            .tempdir()
+            .unwrap();
+        let d = dir.path().to_owned();
+        let p = |s: &str| d.join(s);
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let root = is_root();
+        let www = www_data();
+        // The binary under target/ may not be reachable for www-data: use a copy.
+        let bin = p("otrs-exporter");
+        std::fs::copy(BIN, &bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        // The segment directory belongs to the group the web server runs in.
+        let shm = p("shm");
+        std::fs::create_dir(&shm).unwrap();
+        std::fs::set_permissions(&shm, std::fs::Permissions::from_mode(0o2770)).unwrap();
+        let group_line = if root {
+            chown(&shm, None, Some(www.gid.as_raw())).unwrap();
+            "group = \"www-data\"\n"
+        } else {
+            ""
+        };
+        let config = p("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "log_level = \"debug\"\n[segment]\npath = \"{}\"\n{group_line}worker_slots = 64\n\n[gc]\ngrace_seconds = 3600\n",
+                shm.join("segment").display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let htpasswd = p("htpasswd");
+        let st = Command::new("htpasswd")
+            .arg("-bc")
+            .arg(&htpasswd)
+            .args([USER.0, USER.1])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::fs::set_permissions(&htpasswd, std::fs::Permissions::from_mode(0o644)).unwrap();
+        // OTRS stand-in: its ScriptAlias, cgi-bin with nph-genericinterface.pl and index.pl
+        // that log every hit, and the `<Location /otrs>` of its mod_perl setup (with the CGI
+        // handler instead of perl-script, which needs mod_perl).
+        let cgi_bin = p("cgi-bin");
+        let hits = p("otrs-hits");
+        std::fs::create_dir(&cgi_bin).unwrap();
+        std::fs::create_dir(&hits).unwrap();
+        if root {
+            chown(&hits, Some(www.uid.as_raw()), Some(www.gid.as_raw())).unwrap();
+        }
+        for (name, status_line) in [
+            ("nph-genericinterface.pl", "HTTP/1.1 200 OK\\r\\n"),
+            ("index.pl", ""),
+        ] {
+            let script = cgi_bin.join(name);
+            std::fs::write(
+                &script,
+                format!(
+                    "#!/bin/sh\necho \"$REQUEST_URI\" >> {hits}/log\nprintf '{status_line}Content-Type: text/plain\\r\\n\\r\\nOTRS-SCRIPT {name}\\n'\n",
+                    hits = hits.display()
+                ),
+            )
+            .unwrap();
+            std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        std::fs::write(
+            p("otrs-alias.conf"),
+            format!(
+                "ScriptAlias /otrs/ \"{cgi}/\"\n<Directory \"{cgi}/\">\n    Options +ExecCGI\n    Require all granted\n</Directory>\n",
+                cgi = cgi_bin.display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            p("otrs-location.conf"),
+            "<Location /otrs>\n    SetHandler cgi-script\n    Options +ExecCGI\n    Require all granted\n</Location>\n",
+        )
+        .unwrap();
+        // The serve process runs as www-data and creates its socket in a directory of its own.
+        let run = p("run");
+        std::fs::create_dir(&run).unwrap();
+        if root {
+            chown(&run, Some(www.uid.as_raw()), Some(www.gid.as_raw())).unwrap();
+        }
+        let socket = run.join("exporter.sock");
+        let snippet = match front {
+            Front::Fcgid => "otrs-exporter-fcgid.conf",
+            Front::ProxyFcgi => "otrs-exporter-proxy-fcgi.conf",
+            Front::Cgi => "otrs-exporter-cgi.conf",
+        };
+        let ours = format!("Include {SNIPPETS}/{snippet}\n");
+        let (alias, location) = (
+            format!("Include {}\n", p("otrs-alias.conf").display()),
+            format!("Include {}\n", p("otrs-location.conf").display()),
+        );
+        let includes = match order {
+            OtrsOrder::Surrounding => format!("{alias}{ours}{location}"),
+            OtrsOrder::After => format!("{ours}{alias}{location}"),
+            OtrsOrder::Before => format!("{alias}{location}{ours}"),
+        };
+        let port = free_port();
+        let user = if root {
+            "User www-data\nGroup www-data\n"
+        } else {
+            ""
+        };
+        let mut modules = String::new();
+        for m in [
+            "mpm_event",
+            "authn_core",
+            "authn_file",
+            "authz_core",
+            "authz_user",
+            "auth_basic",
+            "alias",
+            "mime",
+            "env",
+            "cgid",
+            "fcgid",
+            "proxy",
+            "proxy_fcgi",
+        ] {
+            modules.push_str(&format!("LoadModule {m}_module {MODULES}/mod_{m}.so\n"));
+        }
+        std::fs::create_dir(p("htdocs")).unwrap();
+        let conf = format!(
+            "ServerRoot /etc/apache2\n\
+             DefaultRuntimeDir {d}\n\
+             PidFile {d}/httpd.pid\n\
+             Mutex file:{d}\n\
+             ErrorLog {d}/error.log\n\
+             LogLevel warn\n\
+             Listen 127.0.0.1:{port}\n\
+             ServerName 127.0.0.1\n\
+             {user}\
+             {modules}\
+             TypesConfig /dev/null\n\
+             ScriptSock {d}/cgisock\n\
+             FcgidIPCDir {d}/fcgid\n\
+             FcgidProcessTableFile {d}/fcgid_shm\n\
+             DocumentRoot {d}/htdocs\n\
+             <Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n\
+             <Directory {d}/htdocs>\n    Require all granted\n</Directory>\n\
+             Define OTRS_EXPORTER_BIN {bin}\n\
+             Define OTRS_EXPORTER_CONFIG_FILE {config}\n\
+             Define OTRS_EXPORTER_HTPASSWD {htpasswd}\n\
+             Define OTRS_EXPORTER_SOCKET {socket}\n\
+             {includes}",
+            d = d.display(),
+            bin = bin.display(),
+            config = config.display(),
+            htpasswd = htpasswd.display(),
+            socket = socket.display(),
+        );
+        std::fs::write(p("httpd.conf"), conf).unwrap();
+        let serve = (front == Front::ProxyFcgi).then(|| {
+            // As the web server's user, so its socket is Apache's to connect to.
+            let mut cmd = Command::new(&bin);
+            cmd.args(["serve", "--listen", &format!("unix:{}", socket.display())])
+                .env("OTRS_EXPORTER_CONFIG", &config)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(p("serve.log")).unwrap());
+            if root {
+                cmd.uid(www.uid.as_raw()).gid(www.gid.as_raw());
+            }
+            let c = cmd.spawn().unwrap();
+            wait_for(|| socket.exists(), "the serve socket");
+            c
+        });
+        let child = Command::new("/usr/sbin/apache2")
+            .arg("-f")
+            .arg(p("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(p("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let mut a = Apache {
+            dir,
+            port,
+            child,
+            serve,
+            bin,
+            config,
+        };
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(st)) = a.child.try_wait() {
+                panic!("apache2 exited ({st}): {}", a.logs());
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "apache2 did not listen: {}",
+                a.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        a
+    }
+
+    fn logs(&self) -> String {
+        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
+        format!(
+            "\n--- error.log\n{}\n--- stderr\n{}",
+            read("error.log"),
+            read("stderr.log")
+        )
+    }
+
+    fn get(&self, path: &str, auth: Option<(&str, &str)>) -> Resp {
+        http_get(self.port, path, auth).unwrap_or_else(|e| panic!("GET {path}: {e}{}", self.logs()))
+    }
+
+    fn scrape(&self, query: &str) -> Resp {
+        let path = if query.is_empty() {
+            METRICS.to_owned()
+        } else {
+            format!("{METRICS}?{query}")
+        };
+        let r = self.get(&path, Some(USER));
+        assert_eq!(r.status, 200, "{r:?}{}", self.logs());
+        r
+    }
+
+    fn dump(&self) -> serde_json::Value {
+        let out = Command::new(&self.bin)
+            .args(["segment", "dump", "--json"])
+            .env("OTRS_EXPORTER_CONFIG", &self.config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// PIDs of running processes executing our binary copy.
+    fn exporter_pids(&self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            if std::fs::read_link(e.path().join("exe")).is_ok_and(|x| x == self.bin) {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    fn otrs_hits(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("otrs-hits/log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Apache {
+    fn drop(&mut self) {
+        for c in [Some(&mut self.child), self.serve.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let start = Instant::now();
+            while !matches!(c.try_wait(), Ok(Some(_))) {
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn comm(pid: u32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .unwrap_or_default()
+        .trim()
+        .to_owned()
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Worker labels of `otrs_exporter_scrapes_total` in a scrape.
+fn scrape_workers(body: &str) -> BTreeSet<String> {
+    samples_of(body, "otrs_exporter_scrapes_total")
+        .iter()
+        .filter_map(|l| l.split("worker=\"").nth(1)?.split('"').next())
+        .map(str::to_owned)
+        .collect()
+}
+
+fn parallel_scrapes(a: &Apache, n: usize) -> Vec<u16> {
+    std::thread::scope(|s| {
+        let hs: Vec<_> = (0..n)
+            .map(|_| {
+                s.spawn(|| {
+                    http_get(a.port, METRICS, Some(USER))
+                        .map(|r| r.status)
+                        .unwrap_or(0)
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    })
+}
+
+#[test]
+fn fcgid_auth_scrape_collect_and_one_worker_series_per_fastcgi_process() {
+    let a = Apache::start(Front::Fcgid, OtrsOrder::Surrounding);
+    // Without or with wrong credentials Apache answers 401 and never starts the exporter.
+    assert_eq!(a.get(METRICS, None).status, 401);
+    assert_eq!(a.get(METRICS, Some((USER.0, "wrong"))).status, 401);
+    assert_eq!(a.get(METRICS, Some(("nobody", USER.1))).status, 401);
+    assert_eq!(
+        a.get(ADMIN, None).status,
+        401,
+        "the admin route is protected too"
+    );
+    assert!(a.exporter_pids().is_empty(), "no exporter process started");
+    let dump = a.dump();
+    assert_eq!(dump["workers"].as_array().unwrap().len(), 0, "{dump}");
+    assert_eq!(dump["series"].as_array().unwrap().len(), 0, "{dump}");
+    assert_eq!(a.otrs_hits(), "", "OTRS's script was not run either");
+
+    let r = a.scrape("");
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    promtool_check(&r.body);
+    assert!(r.body.contains("otrs_exporter_build_info{version="));
+    let r = a.scrape("collect%5B%5D=exporter");
+    assert!(r.body.contains("otrs_exporter_build_info{"));
+    assert!(!r.body.contains("collector=\"segment\""), "{}", r.body);
+    assert_eq!(
+        a.get(&format!("{METRICS}?collect[]=bogus"), Some(USER))
+            .status,
+        400
+    );
+
+    // Our routes win over OTRS's `ScriptAlias /otrs/` (before our file) and its
+    // `<Location /otrs>` (after it); every other /otrs/ URL still reaches OTRS.
+    let other = a.get(
+        "/otrs/nph-genericinterface.pl/Webservice/Other/Ticket",
+        None,
+    );
+    assert_eq!(other.status, 200);
+    assert!(other.body.contains("OTRS-SCRIPT nph-genericinterface.pl"));
+    let index = a.get("/otrs/index.pl?Action=AgentDashboard", None);
+    assert!(index.body.contains("OTRS-SCRIPT index.pl"), "{index:?}");
+    let hits = a.otrs_hits();
+    assert!(!hits.contains("/Prometheus/"), "OTRS saw our route: {hits}");
+    assert_eq!(hits.lines().count(), 2, "{hits}");
+
+    // Concurrent scrapes make mod_fcgid start several processes; each counts in its own
+    // worker series.
+    let mut workers = BTreeSet::new();
+    for _ in 0..6 {
+        let statuses = parallel_scrapes(&a, 12);
+        assert!(statuses.iter().all(|&s| s == 200), "{statuses:?}");
+        workers = scrape_workers(&a.scrape("").body);
+        if workers.len() >= 2 {
+            break;
+        }
+    }
+    assert!(workers.len() >= 2, "one worker only: {workers:?}");
+    let body = a.scrape("").body;
+    let apache_pid = a.child.id();
+    let mut total = 0.0;
+    for w in &workers {
+        let pid: u32 = w.parse().expect("worker label is a PID");
+        let count = sample(
+            &body,
+            &format!("otrs_exporter_scrapes_total{{worker=\"{w}\"}}"),
+        );
+        assert!(count.unwrap() >= 1.0);
+        total += count.unwrap();
+        // A real process of ours, started by mod_fcgid's process manager (a child of the
+        // Apache we started).
+        assert_eq!(
+            std::fs::read_link(format!("/proc/{pid}/exe")).unwrap(),
+            a.bin,
+            "worker {pid}"
+        );
+        let pm = ppid(pid).expect("worker alive");
+        assert_eq!(comm(pm), "apache2", "parent of {pid}");
+        assert_eq!(
+            ppid(pm),
+            Some(apache_pid),
+            "fcgid PM {pm} is Apache's child"
+        );
+    }
+    assert!(total >= 1.0 + 2.0 + 6.0, "scrapes counted: {total}");
+}
+
+#[test]
+fn proxy_fcgi_to_serve_passes_remote_user_but_not_the_password() {
+    let a = Apache::start(Front::ProxyFcgi, OtrsOrder::After);
+    assert_eq!(a.get(METRICS, None).status, 401);
+    let r = a.scrape("");
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    promtool_check(&r.body);
+    let log = std::fs::read_to_string(a.dir.path().join("serve.log")).unwrap();
+    assert!(
+        log.contains(&format!(
+            "GET {METRICS} REMOTE_USER={} Authorization header: absent",
+            USER.0
+        )),
+        "{log}"
+    );
+    let other = a.get("/otrs/index.pl", None);
+    assert!(other.body.contains("OTRS-SCRIPT index.pl"), "{other:?}");
+    assert!(!a.otrs_hits().contains("/Prometheus/"));
+}
+
+#[test]
+fn plain_cgi_under_mod_cgid() {
+    let a = Apache::start(Front::Cgi, OtrsOrder::Before);
+    assert_eq!(a.get(METRICS, None).status, 401);
+    let r = a.scrape("");
+    assert_eq!(
+        r.header("Content-Type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    promtool_check(&r.body);
+    a.scrape("");
+    // One process per request, each in its own worker series (a scrape reports the counts
+    // from before itself): the third scrape sees the first two.
+    let body = a.scrape("").body;
+    assert_eq!(scrape_workers(&body).len(), 2, "{body}{}", a.logs());
+    let other = a.get("/otrs/nph-genericinterface.pl/Webservice/Other/x", None);
+    assert!(other.body.contains("OTRS-SCRIPT nph-genericinterface.pl"));
+    assert!(!a.otrs_hits().contains("/Prometheus/"));
+}
+
+#[test]
+fn prometheus_scrapes_through_apache_and_mod_fcgid() {
+    let a = Apache::start(Front::Fcgid, OtrsOrder::After);
+    assert!(
+        Path::new("/usr/bin/prometheus").exists(),
+        "/usr/bin/prometheus is missing: apt-get install prometheus"
+    );
+    let d = a.dir.path();
+    let prom_port = free_port();
+    std::fs::write(
+        d.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: otrs\n    metrics_path: {METRICS}\n\
+             \x20   basic_auth:\n      username: {}\n      password: {}\n\
+             \x20   static_configs:\n      - targets: ['127.0.0.1:{}']\n",
+            USER.0, USER.1, a.port
+        ),
+    )
+    .unwrap();
+    let mut prom = Command::new("/usr/bin/prometheus")
+        .arg(format!(
+            "--config.file={}",
+            d.join("prometheus.yml").display()
+        ))
+        .arg(format!("--storage.tsdb.path={}", d.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(d.join("prometheus.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let query = |q: &str| -> Option<serde_json::Value> {
+        let r = http_get(prom_port, &format!("/api/v1/query?query={q}"), None).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&r.body).ok()?;
+        v["data"]["result"].as_array().cloned().map(Into::into)
+    };
+    let start = Instant::now();
+    let mut ok = false;
+    while start.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(500));
+        let up = query("up%7Bjob%3D%22otrs%22%7D");
+        let info = query("otrs_exporter_build_info");
+        let up_is_1 = up
+            .as_ref()
+            .and_then(|v| v.get(0))
+            .is_some_and(|s| s["value"][1] == "1");
+        let has_info = info
+            .as_ref()
+            .and_then(|v| v.as_array())
+            .is_some_and(|v| !v.is_empty());
+        if up_is_1 && has_info {
+            ok = true;
+            break;
+        }
+    }
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(prom.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+    let _ = prom.wait();
+    assert!(
+        ok,
+        "Prometheus never saw up==1 and build_info: {}{}",
+        std::fs::read_to_string(d.join("prometheus.log")).unwrap_or_default(),
+        a.logs()
+    );
+}
+
+#[test]
+fn robust_through_apache_long_uris_vanishing_clients_load_and_flat_memory() {
+    use std::io::{Read, Write};
+    let a = Apache::start(Front::Fcgid, OtrsOrder::Surrounding);
+    a.scrape("");
+    let scrapes = |a: &Apache| -> f64 {
+        samples_of(&a.scrape("").body, "otrs_exporter_scrapes_total")
+            .iter()
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    // A 1 MB query string: Apache refuses it itself (LimitRequestLine, 414) before any
+    // module runs; the exporter never sees it and the next request works.
+    let before = scrapes(&a);
+    let long = format!("{METRICS}?collect[]={}", "x".repeat(1 << 20));
+    let r = http_get(a.port, &long, Some(USER));
+    match r {
+        Ok(r) => assert_eq!(r.status, 414, "{r:?}"),
+        Err(e) => panic!("Apache should answer 414, got {e}"),
+    }
+    assert_eq!(
+        scrapes(&a),
+        before + 1.0,
+        "only our own check scrape was counted"
+    );
+
+    // A client that disconnects mid-response.
+    for _ in 0..5 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+        write!(
+            s,
+            "GET {METRICS} HTTP/1.1\r\nHost: x\r\nAuthorization: Basic {}\r\n\r\n",
+            common::base64(format!("{}:{}", USER.0, USER.1).as_bytes())
+        )
+        .unwrap();
+        let mut buf = [0u8; 64];
+        let _ = s.read(&mut buf);
+        drop(s);
+    }
+    a.scrape("");
+
+    // 200 concurrent scrapes: all answered, or a bounded number refused by Apache's own
+    // limits (503); then the next one works.
+    let statuses = parallel_scrapes(&a, 200);
+    let ok = statuses.iter().filter(|&&s| s == 200).count();
+    let busy = statuses.iter().filter(|&&s| s == 503).count();
+    assert_eq!(ok + busy, 200, "{statuses:?}");
+    assert!(busy <= 20, "{busy} of 200 refused");
+    a.scrape("");
+
+    // Memory of the FastCGI processes stays flat over 500 scrapes.
+    let rss = |a: &Apache| -> Vec<(u32, u64)> {
+        a.exporter_pids()
+            .into_iter()
+            .filter_map(|p| Some((p, rss_kib(p)?)))
+            .collect()
+    };
+    let start = rss(&a);
+    assert!(!start.is_empty());
+    for _ in 0..500 {
+        a.scrape("");
+    }
+    let end = rss(&a);
+    for (pid, kib) in &start {
+        if let Some((_, after)) = end.iter().find(|(p, _)| p == pid) {
+            assert!(
+                after.saturating_sub(*kib) < 4096,
+                "worker {pid} grew from {kib} KiB to {after} KiB"
+            );
+        }
+    }
+}
