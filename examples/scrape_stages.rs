@@ -25,24 +25,41 @@ fn main() {
             )
         })
         .collect();
-    let me = std::process::id();
-    for w in 0..200u32 {
-        // Our own PID with fake start times: slots that look like distinct workers.
-        let slot = seg.claim_worker_as(me, 1000 + u64::from(w), WorkerKind::Test).unwrap();
+    let workers: u32 = std::env::var("WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    for w in 0..workers {
+        // PIDs that cannot exist: distinct workers (no GC runs here to fold them).
+        let slot = seg
+            .claim_worker_as(3_000_000 + w, 1, WorkerKind::Test)
+            .unwrap();
         let mut wr = Writer::for_slot(&seg, WorkerKind::Test, slot);
         for i in 0..500u32 {
             let id = format!("w{w}-s{i}");
             if i % 5 == 0 {
-                wr.observe(&hists[(i as usize / 5) % 2], &[("route", &id), ("method", "GET")], 0.1)
-                    .unwrap();
+                wr.observe(
+                    &hists[(i as usize / 5) % 2],
+                    &[("route", &id), ("method", "GET")],
+                    0.1,
+                )
+                .unwrap();
             } else {
-                wr.add(&counters[i as usize % 8], &[("route", &id), ("method", "GET"), ("code", "200")], 3.0)
-                    .unwrap();
+                wr.add(
+                    &counters[i as usize % 8],
+                    &[("route", &id), ("method", "GET"), ("code", "200")],
+                    3.0,
+                )
+                .unwrap();
             }
         }
     }
     let mut out = Vec::new();
-    for round in 0..5 {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    for round in 0..rounds {
         let t0 = Instant::now();
         let fams = seg.read(&ReadOptions::default()).unwrap();
         let t1 = Instant::now();

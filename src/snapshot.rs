@@ -5,6 +5,7 @@
 //! collector side and the exposition side.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// The type of a metric family, as written on its `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -33,8 +34,12 @@ impl MetricKind {
     }
 }
 
+/// A label name or value: shared, so the many series that repeat a value (`method="GET"`, the
+/// same `worker`) hold one allocation between them.
+pub type Text = Arc<str>;
+
 /// One label pair. Names are validated by [`is_valid_label_name`] before they reach a family.
-pub type Label = (String, String);
+pub type Label = (Text, Text);
 
 /// The value of one series.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,7 +119,7 @@ impl Family {
         self.series.push(Series::scalar(
             labels
                 .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .map(|(k, v)| (Text::from(*k), Text::from(*v)))
                 .collect(),
             value,
         ));
@@ -147,10 +152,16 @@ impl Snapshot {
         }
         self.families = merged.into_values().collect();
         for fam in &mut self.families {
-            fam.series.sort_by(|a, b| a.labels.cmp(&b.labels));
+            if !fam
+                .series
+                .is_sorted_by(|a, b| cmp_labels(&a.labels, &b.labels).is_le())
+            {
+                fam.series
+                    .sort_unstable_by(|a, b| cmp_labels(&a.labels, &b.labels));
+            }
             // Two series with identical labels would make the output invalid; sum them.
             fam.series.dedup_by(|later, earlier| {
-                if later.labels != earlier.labels {
+                if cmp_labels(&later.labels, &earlier.labels).is_ne() {
                     return false;
                 }
                 merge_value(&mut earlier.value, &later.value);
@@ -164,6 +175,26 @@ impl Snapshot {
     pub fn series_count(&self) -> usize {
         self.families.iter().map(|f| f.series.len()).sum()
     }
+}
+
+/// Orders label sets lexicographically, like `Vec::cmp`, but skips comparing the bytes of
+/// names and values that are the same shared allocation (the common case after interning).
+pub fn cmp_labels(a: &[Label], b: &[Label]) -> std::cmp::Ordering {
+    use std::cmp::Ordering::Equal;
+    let text = |x: &Text, y: &Text| {
+        if Arc::ptr_eq(x, y) {
+            Equal
+        } else {
+            x.cmp(y)
+        }
+    };
+    for (x, y) in a.iter().zip(b) {
+        let o = text(&x.0, &y.0).then_with(|| text(&x.1, &y.1));
+        if o != Equal {
+            return o;
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Adds `other` into `into` (scalar sum, or bucket-wise histogram sum when bounds agree).

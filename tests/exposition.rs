@@ -37,7 +37,7 @@ fn series(labels: &[(&str, &str)], value: Value, created: Option<f64>) -> Series
     Series {
         labels: labels
             .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .map(|(k, v)| ((*k).into(), (*v).into()))
             .collect(),
         value,
         created,

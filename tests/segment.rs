@@ -114,8 +114,8 @@ fn worker_values(fams: &[Family], name: &str) -> Vec<(String, f64)> {
                     let w = s
                         .labels
                         .iter()
-                        .find(|(k, _)| k == "worker")
-                        .map(|(_, v)| v.clone())
+                        .find(|(k, _)| &**k == "worker")
+                        .map(|(_, v)| v.to_string())
                         .unwrap_or_default();
                     let x = match s.value {
                         Value::Scalar(x) => x,
@@ -425,7 +425,7 @@ fn random_kills_during_structural_churn_keep_the_segment_valid() {
             .map(|f| {
                 f.series
                     .iter()
-                    .filter(|s| s.labels.iter().any(|(k, v)| k == "k" && v == "dead"))
+                    .filter(|s| s.labels.iter().any(|(k, v)| &**k == "k" && &**v == "dead"))
                     .map(|s| match s.value {
                         Value::Scalar(v) => v,
                         _ => 0.0,

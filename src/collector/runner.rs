@@ -224,7 +224,7 @@ mod tests {
             .iter()
             .find(|f| f.name == "otrs_exporter_collector_success")
             .unwrap();
-        let series = fam.series.iter().find(|x| x.labels[0].1 == name).unwrap();
+        let series = fam.series.iter().find(|x| &*x.labels[0].1 == name).unwrap();
         match series.value {
             crate::snapshot::Value::Scalar(v) => v,
             _ => panic!(),

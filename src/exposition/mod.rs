@@ -179,6 +179,10 @@ pub(crate) struct Scratch {
     labels: Vec<u8>,
     /// Cached `le` values of the last bucket layout.
     le: LeCache,
+    /// Label names (their shared allocations) of the last series whose names were valid, so
+    /// consecutive series with the same names are not validated again.
+    valid_names: Vec<usize>,
+    valid_for_histogram: bool,
 }
 
 /// Formatted `le` label values for one bucket layout, reused while consecutive series share
@@ -237,7 +241,7 @@ pub(crate) fn family_ok(fam: &Family) -> bool {
 /// Writes the series' label pairs (escaped, comma separated, no braces) into `buf`, or returns
 /// `false` if the series must be skipped: an invalid or duplicate label name, a reserved `le`
 /// label on a histogram, or a value of the wrong shape for the family's kind.
-pub(crate) fn prepare_series(kind: MetricKind, series: &Series, buf: &mut Vec<u8>) -> bool {
+pub(crate) fn prepare_series(kind: MetricKind, series: &Series, scratch: &mut Scratch) -> bool {
     let value_ok = match (kind, &series.value) {
         (MetricKind::Histogram, Value::Histogram { buckets, .. }) => buckets_ok(buckets),
         (MetricKind::Histogram, _) | (_, Value::Histogram { .. }) => false,
@@ -246,9 +250,25 @@ pub(crate) fn prepare_series(kind: MetricKind, series: &Series, buf: &mut Vec<u8
     if !value_ok {
         return false;
     }
-    if !labels_ok(&series.labels, kind == MetricKind::Histogram) {
-        return false;
+    let histogram = kind == MetricKind::Histogram;
+    let same_names = scratch.valid_for_histogram == histogram
+        && scratch.valid_names.len() == series.labels.len()
+        && scratch
+            .valid_names
+            .iter()
+            .zip(&series.labels)
+            .all(|(p, (n, _))| *p == n.as_ptr() as usize);
+    if !same_names {
+        if !labels_ok(&series.labels, histogram) {
+            return false;
+        }
+        scratch.valid_names.clear();
+        scratch
+            .valid_names
+            .extend(series.labels.iter().map(|(n, _)| n.as_ptr() as usize));
+        scratch.valid_for_histogram = histogram;
     }
+    let buf = &mut scratch.labels;
     buf.clear();
     for (i, (name, value)) in series.labels.iter().enumerate() {
         if i > 0 {
@@ -265,7 +285,7 @@ pub(crate) fn prepare_series(kind: MetricKind, series: &Series, buf: &mut Vec<u8
 /// Label names valid and unique (and no `le` when `histogram`).
 fn labels_ok(labels: &[Label], histogram: bool) -> bool {
     for (i, (name, _)) in labels.iter().enumerate() {
-        if !is_valid_label_name(name) || (histogram && name == "le") {
+        if !is_valid_label_name(name) || (histogram && &**name == "le") {
             return false;
         }
         if labels[..i].iter().any(|(other, _)| other == name) {
@@ -471,7 +491,7 @@ mod tests {
             fam.series.push(Series {
                 labels: labels
                     .iter()
-                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .map(|(k, v)| ((*k).into(), (*v).into()))
                     .collect(),
                 value: v,
                 created: None,

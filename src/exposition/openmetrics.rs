@@ -41,7 +41,7 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
 
         let mut written = 0usize;
         for series in &fam.series {
-            if !prepare_series(fam.kind, series, &mut scratch.labels) {
+            if !prepare_series(fam.kind, series, scratch) {
                 continue;
             }
             written += 1;

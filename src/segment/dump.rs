@@ -85,7 +85,11 @@ impl Segment {
                     };
                     DumpSeries {
                         family: fam.name.clone(),
-                        labels: s.labels,
+                        labels: s
+                            .labels
+                            .into_iter()
+                            .map(|(k, v)| (k.to_string(), v.to_string()))
+                            .collect(),
                         value,
                         count,
                     }

@@ -101,11 +101,14 @@ pub(crate) fn encode_labels(
     Ok(())
 }
 
-/// Decodes labels written by [`encode_labels`].
-pub(crate) fn decode_labels(mut bytes: &[u8]) -> Result<Vec<(String, String)>, SegmentError> {
-    let mut out = Vec::new();
-    let bad = || SegmentError::corrupt("label encoding");
-    let take = |bytes: &mut &[u8]| -> Result<String, SegmentError> {
+/// Decodes labels written by [`encode_labels`], turning the raw bytes of each name and value
+/// into a `T` with `make(bytes, is_name)` (which must check UTF-8, and may intern).
+pub(crate) fn decode_labels_with<T>(
+    mut bytes: &[u8],
+    mut make: impl FnMut(&[u8], bool) -> Result<T, SegmentError>,
+) -> Result<Vec<(T, T)>, SegmentError> {
+    fn take<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], SegmentError> {
+        let bad = || SegmentError::corrupt("label encoding");
         if bytes.len() < 2 {
             return Err(bad());
         }
@@ -113,18 +116,32 @@ pub(crate) fn decode_labels(mut bytes: &[u8]) -> Result<Vec<(String, String)>, S
         if bytes.len() < 2 + n {
             return Err(bad());
         }
-        let s = std::str::from_utf8(&bytes[2..2 + n])
-            .map_err(|_| bad())?
-            .to_owned();
+        let s = &bytes[2..2 + n];
         *bytes = &bytes[2 + n..];
         Ok(s)
-    };
+    }
+    let mut out = Vec::with_capacity(4);
     while !bytes.is_empty() {
-        let name = take(&mut bytes)?;
-        let value = take(&mut bytes)?;
-        out.push((name, value));
+        let (name, value) = {
+            let mut rest = bytes;
+            let name = take(&mut rest)?;
+            let value = take(&mut rest)?;
+            bytes = rest;
+            (name, value)
+        };
+        out.push((make(name, true)?, make(value, false)?));
     }
     Ok(out)
+}
+
+/// Decodes labels written by [`encode_labels`] into owned strings.
+#[cfg(test)]
+pub(crate) fn decode_labels(bytes: &[u8]) -> Result<Vec<(String, String)>, SegmentError> {
+    decode_labels_with(bytes, |b, _| {
+        std::str::from_utf8(b)
+            .map(str::to_owned)
+            .map_err(|_| SegmentError::corrupt("label encoding"))
+    })
 }
 
 /// Hash of a series key.

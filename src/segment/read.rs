@@ -4,11 +4,54 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use super::family::{FamilyRec, GaugeAgg};
-use super::index::{decode_labels, EntryHead};
+use super::index::{decode_labels_with, EntryHead};
 use super::layout::*;
 use super::mem::Mapping;
 use super::{Segment, SegmentError};
-use crate::snapshot::{Family, Label, MetricKind, Series, Value};
+use crate::snapshot::{Family, Label, MetricKind, Series, Text, Value};
+
+/// Shares one allocation between equal label names and values within a read, so series that
+/// repeat a value (`method="GET"`, a worker) hold one `Arc` and later stages can compare by
+/// pointer. Keyed by FNV hash; a colliding different string just gets its own allocation, and
+/// only strings not seen before are checked for UTF-8.
+#[derive(Default)]
+struct Interner {
+    map: HashMap<u64, Text, std::hash::BuildHasherDefault<PassThrough>>,
+}
+
+/// The interner's keys are already FNV hashes: use them as they are.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+impl Interner {
+    fn get(&mut self, bytes: &[u8]) -> Result<Text, SegmentError> {
+        let h = super::layout::fnv1a(super::layout::FNV_SEED, bytes);
+        if let Some(t) = self.map.get(&h) {
+            if t.as_bytes() == bytes {
+                return Ok(t.clone());
+            }
+        }
+        let s =
+            std::str::from_utf8(bytes).map_err(|_| SegmentError::corrupt("label is not UTF-8"))?;
+        let t = Text::from(s);
+        self.map.entry(h).or_insert_with(|| t.clone());
+        Ok(t)
+    }
+}
 
 /// Series of one family combined over workers: value and earliest creation time.
 type Merged = HashMap<Vec<Label>, (Value, Option<f64>)>;
@@ -114,7 +157,9 @@ impl Segment {
             .collect();
         let mut merged: Vec<Merged> =
             vec![HashMap::new(); if opts.worker_label { 0 } else { fams.len() }];
-        let mut worker_names: HashMap<u32, String> = HashMap::new();
+        let mut worker_names: Vec<Option<Text>> = vec![None; self.worker_slots() as usize];
+        let mut interner = Interner::default();
+        let worker_key: Text = Text::from("worker");
         let mut bytes = Vec::new();
         self.for_each_entry(|_, entry, head| {
             let Some(fam) = fams.get(head.family as usize) else {
@@ -127,7 +172,7 @@ impl Segment {
                 return Ok(());
             }
             m.read_bytes(head.labels_off(entry), head.labels_len as usize, &mut bytes)?;
-            let mut labels = decode_labels(&bytes)?;
+            let mut labels = decode_labels_with(&bytes, |b, _| interner.get(b))?;
             let value = read_value(m, entry, &head, fam);
             let created = match fam.def.kind {
                 MetricKind::Gauge => None,
@@ -137,11 +182,15 @@ impl Segment {
             };
             if opts.worker_label {
                 if fam.def.per_worker && head.worker != WORKER_NONE {
-                    let name = worker_names
-                        .entry(head.worker)
-                        .or_insert_with(|| self.worker_label(head.worker));
-                    let pos = labels.partition_point(|(k, _)| k.as_str() < "worker");
-                    labels.insert(pos, ("worker".to_owned(), name.clone()));
+                    let name = match worker_names.get_mut(head.worker as usize) {
+                        Some(Some(t)) => t.clone(),
+                        Some(slot) => slot
+                            .insert(Text::from(self.worker_label(head.worker)))
+                            .clone(),
+                        None => Text::from(self.worker_label(head.worker)),
+                    };
+                    let pos = labels.partition_point(|(k, _)| &**k < "worker");
+                    labels.insert(pos, (worker_key.clone(), name));
                 }
                 out[head.family as usize].series.push(Series {
                     labels,
