@@ -82,6 +82,10 @@ pub enum Command {
         /// Source label of the ingester's own counters.
         #[arg(long, default_value = "apache")]
         source: String,
+        /// Never drop lines; wait for processing instead (for replaying a log file; behind a
+        /// live web server this would make it wait).
+        #[arg(long)]
+        wait: bool,
     },
     /// Follow an access-log file (nginx, shipped `otrs_exporter` log_format) as a service.
     Follow {
@@ -256,10 +260,11 @@ pub fn main() -> Result<()> {
             let cfg = load_config(cfg_path)?;
             gc(&open_segment(&cfg)?, Duration::ZERO)?;
         }
-        Command::Ingest { source } => {
+        Command::Ingest { source, wait } => {
             let cfg = load_config(cfg_path)?;
             let seg = open_segment(&cfg)?;
-            let report = crate::ingest::pipe::run(&seg, &cfg.ingest, &source, std::io::stdin())?;
+            let report =
+                crate::ingest::pipe::run(&seg, &cfg.ingest, &source, std::io::stdin(), wait)?;
             log::info!(
                 "access log pipe closed: {} lines processed, {} dropped",
                 report.processed,

@@ -241,6 +241,7 @@ impl Follower {
             // Claim the chunk before counting it (at most once).
             off += used;
             self.set_offset(&file, off)?;
+            self.recorder.tick();
             for line in buf[..last_nl].split(|&b| b == b'\n') {
                 if !line.is_empty() {
                     self.recorder.record_line(line);

@@ -69,10 +69,27 @@ pub fn parse(raw: &[u8]) -> Result<AccessLine<'_>, LineError> {
     if raw.len() > MAX_LINE {
         return Err(LineError::TooLong);
     }
-    let line = std::str::from_utf8(raw).map_err(|_| LineError::Encoding)?;
-    let line = line.strip_suffix('\r').unwrap_or(line);
-    let mut f = line.split('\t');
-    let mut next = || f.next().ok_or(LineError::Format);
+    let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+    // Split on tabs first (bytes), then check UTF-8 per field.
+    let mut fields = [&raw[..0]; 9];
+    let mut n = 0;
+    let mut start = 0;
+    for end in memchr::memchr_iter(b'\t', raw).chain(std::iter::once(raw.len())) {
+        if n == fields.len() {
+            return Err(LineError::Format);
+        }
+        fields[n] = &raw[start..end];
+        n += 1;
+        start = end + 1;
+    }
+    if n != fields.len() {
+        return Err(LineError::Format);
+    }
+    fn text(b: &[u8]) -> Result<&str, LineError> {
+        std::str::from_utf8(b).map_err(|_| LineError::Encoding)
+    }
+    let mut f = fields.iter().copied();
+    let mut next = || text(f.next().ok_or(LineError::Format)?);
     if next()? != "otrs-exporter:1" {
         return Err(LineError::Format);
     }
@@ -109,9 +126,6 @@ pub fn parse(raw: &[u8]) -> Result<AccessLine<'_>, LineError> {
         .filter(|s| (100..=599).contains(s))
         .ok_or(LineError::Field("status"))?;
     let referer = next()?;
-    if f.next().is_some() {
-        return Err(LineError::Format);
-    }
     Ok(AccessLine {
         pid,
         duration,
@@ -166,7 +180,11 @@ mod tests {
             parse(b"otrs-exporter:1\tapache\t1\t1\t1\tGET\t/\t200"),
             Err(LineError::Format)
         );
-        assert_eq!(parse(&[0xff, 0xfe]), Err(LineError::Encoding));
+        assert_eq!(parse(&[0xff, 0xfe]), Err(LineError::Format));
+        assert_eq!(
+            parse(b"otrs-exporter:1\tapache\t1\t1\t1\tGET\t/\xff\t200\t-"),
+            Err(LineError::Encoding)
+        );
         assert_eq!(parse(&vec![b'a'; MAX_LINE + 1]), Err(LineError::TooLong));
     }
 }

@@ -26,7 +26,13 @@ const CHUNK: usize = 64 * 1024;
 /// Complete lines, newline-separated.
 struct Batch {
     data: Vec<u8>,
-    lines: u64,
+}
+
+impl Batch {
+    /// Number of lines (counted only when a batch is dropped).
+    fn lines(&self) -> u64 {
+        memchr::memchr_iter(b'\n', &self.data).count() as u64
+    }
 }
 
 /// What a run of the ingester did.
@@ -62,16 +68,18 @@ fn take_lines(buf: &mut Vec<u8>, overlong: &mut bool) -> Option<Batch> {
         data[..first_nl].fill(b'\x01');
         *overlong = false;
     }
-    let lines = data.iter().filter(|&&b| b == b'\n').count() as u64;
-    Some(Batch { data, lines })
+    Some(Batch { data })
 }
 
-/// Reads lines from `input` until EOF (or SIGTERM) and records them into `seg`.
+/// Reads lines from `input` until EOF (or SIGTERM) and records them into `seg`. With `wait`,
+/// a full queue makes the reader wait instead of dropping lines (replaying a file, benchmarks);
+/// never use it behind a live web server.
 pub fn run(
     seg: &Segment,
     cfg: &IngestConfig,
     source: &str,
     mut input: impl Read + Send + 'static,
+    wait: bool,
 ) -> Result<PipeReport, SegmentError> {
     let mut recorder = Recorder::new(seg, cfg, source)?;
     let dropped_handle = recorder
@@ -108,11 +116,16 @@ pub fn run(
                 };
                 buf.extend_from_slice(&chunk[..n]);
                 if let Some(batch) = take_lines(&mut buf, &mut overlong) {
-                    let lines = batch.lines;
+                    if wait {
+                        if tx.send(batch).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
                     match tx.try_send(batch) {
                         Ok(()) => {}
-                        Err(TrySendError::Full(_)) => {
-                            dropped_reader.fetch_add(lines, Ordering::Relaxed);
+                        Err(TrySendError::Full(batch)) => {
+                            dropped_reader.fetch_add(batch.lines(), Ordering::Relaxed);
                         }
                         Err(TrySendError::Disconnected(_)) => break,
                     }
@@ -121,10 +134,7 @@ pub fn run(
             // A last line without newline still counts.
             if !buf.is_empty() && !overlong {
                 buf.push(b'\n');
-                let _ = tx.send(Batch {
-                    data: buf,
-                    lines: 1,
-                });
+                let _ = tx.send(Batch { data: buf });
             }
         })
         .map_err(|e| SegmentError::Invalid(format!("cannot start the reader thread: {e}")))?;
@@ -140,7 +150,11 @@ pub fn run(
         };
         let idle = batch.is_none();
         if let Some(batch) = batch {
-            for line in batch.data.split(|&b| b == b'\n') {
+            recorder.tick();
+            let mut start = 0;
+            for end in memchr::memchr_iter(b'\n', &batch.data) {
+                let line = &batch.data[start..end];
+                start = end + 1;
                 if line.is_empty() {
                     continue;
                 }
@@ -182,14 +196,14 @@ mod tests {
         let mut buf = b"a\nb\npart".to_vec();
         let mut over = false;
         let b = take_lines(&mut buf, &mut over).unwrap();
-        assert_eq!((b.data.as_slice(), b.lines), (&b"a\nb\n"[..], 2));
+        assert_eq!((b.data.as_slice(), b.lines()), (&b"a\nb\n"[..], 2));
         assert_eq!(buf, b"part");
         let mut buf = vec![b'x'; MAX_LINE + 10];
         assert!(take_lines(&mut buf, &mut over).is_none());
         assert!(over && buf.is_empty());
         buf.extend_from_slice(b"tail\nnext\n");
         let b = take_lines(&mut buf, &mut over).unwrap();
-        assert_eq!(b.lines, 2);
+        assert_eq!(b.lines(), 2);
         assert!(
             b.data.starts_with(b"\x01\x01\x01\x01\n"),
             "overlong tail is junk, counted as malformed"

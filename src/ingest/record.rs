@@ -1,7 +1,7 @@
 //! Records parsed access-log lines into the segment, in the slot of the web-server worker that
 //! served each request.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap as HashMap;
 use std::time::{Duration, Instant};
 
 use super::families::{self, WebFamilies};
@@ -67,7 +67,7 @@ fn worker_slot<'a>(
                 writer,
                 checked: Instant::now(),
                 last_seen,
-                routes: HashMap::new(),
+                routes: HashMap::default(),
             },
         );
     }
@@ -87,6 +87,8 @@ pub struct Recorder {
     fams: WebFamilies,
     workers: HashMap<u32, WebWorker>,
     routes: HashMap<String, bool>,
+    route_buf: String,
+    now: f64,
     lines: Handle,
     errors: Handle,
     overflow: Handle,
@@ -110,8 +112,10 @@ impl Recorder {
             },
             route_cap: cfg.route_cap,
             fams: WebFamilies::new(cfg),
-            workers: HashMap::new(),
-            routes: HashMap::new(),
+            workers: HashMap::default(),
+            routes: HashMap::default(),
+            route_buf: String::new(),
+            now: now_unix(),
             lines,
             errors,
             overflow,
@@ -140,11 +144,12 @@ impl Recorder {
         }
     }
 
-    fn admit(&mut self, route: String) -> String {
-        if let Some(&ok) = self.routes.get(&route) {
-            return if ok { route } else { OVERFLOW.to_owned() };
+    /// Whether `route` may be used as a label value (else `__overflow__`).
+    fn admit(&mut self, route: &str) -> bool {
+        if let Some(&ok) = self.routes.get(route) {
+            return ok;
         }
-        let ok = match self.seg.admit_label_value("route", &route, self.route_cap) {
+        let ok = match self.seg.admit_label_value("route", route, self.route_cap) {
             Ok(ok) => ok,
             Err(e) => {
                 log::warn!("route cap check failed: {e}");
@@ -154,31 +159,40 @@ impl Recorder {
         if self.routes.len() >= ROUTE_MEMORY {
             self.routes.clear();
         }
-        self.routes.insert(route.clone(), ok);
-        if ok {
-            route
-        } else {
-            OVERFLOW.to_owned()
-        }
+        self.routes.insert(route.to_owned(), ok);
+        ok
+    }
+
+    /// Refreshes the clock used for "last seen" (once per batch, not per line).
+    pub fn tick(&mut self) {
+        self.now = now_unix();
     }
 
     fn record(&mut self, l: &line::AccessLine<'_>) -> Result<(), SegmentError> {
-        let route = self.rules.route(l.method, l.uri, l.referer);
-        let route = self.admit(route);
-        if route == OVERFLOW {
+        let mut buf = std::mem::take(&mut self.route_buf);
+        self.rules.route_into(l.method, l.uri, l.referer, &mut buf);
+        if !self.admit(&buf) {
             self.overflow.inc();
+            buf.clear();
+            buf.push_str(OVERFLOW);
         }
+        let result = self.record_route(l, &buf);
+        self.route_buf = buf;
+        result
+    }
+
+    fn record_route(&mut self, l: &line::AccessLine<'_>, route: &str) -> Result<(), SegmentError> {
         let method = method_label(l.method);
         let class = status_class(l.status);
         let fams = &self.fams;
         let w = worker_slot(&self.seg, &mut self.workers, fams, l.pid)?;
-        let rh = match w.routes.get_mut(route.as_str()) {
+        let rh = match w.routes.get_mut(route) {
             Some(rh) => rh,
             None => {
-                let size = w.writer.handle(&fams.size, &[("route", &route)])?;
-                w.routes.entry(route.clone()).or_insert(RouteHandles {
-                    requests: HashMap::new(),
-                    duration: HashMap::new(),
+                let size = w.writer.handle(&fams.size, &[("route", route)])?;
+                w.routes.entry(route.to_owned()).or_insert(RouteHandles {
+                    requests: HashMap::default(),
+                    duration: HashMap::default(),
                     size,
                 })
             }
@@ -203,13 +217,13 @@ impl Recorder {
             None => {
                 let h = w
                     .writer
-                    .handle(&fams.duration, &[("method", method), ("route", &route)])?;
+                    .handle(&fams.duration, &[("method", method), ("route", route)])?;
                 rh.duration.entry(method).or_insert(h)
             }
         };
         duration.observe(l.duration);
         rh.size.observe(l.bytes as f64);
-        w.last_seen.set_max(now_unix());
+        w.last_seen.set_max(self.now);
         Ok(())
     }
 

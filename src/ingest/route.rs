@@ -73,51 +73,66 @@ fn decode(v: &str) -> Cow<'_, str> {
         .unwrap_or(Cow::Borrowed(v))
 }
 
-/// The value of `key` in an OTRS query string (pairs separated by `;` or `&`).
-fn query_param<'a>(query: &'a str, key: &str) -> Option<Cow<'a, str>> {
-    query
-        .split([';', '&'])
-        .filter_map(|p| p.split_once('='))
-        .find(|(k, _)| *k == key)
-        .map(|(_, v)| decode(v))
+/// `Action` and `Subaction` of an OTRS query string (pairs separated by `;` or `&`), in one
+/// pass.
+fn action_params(query: &str) -> (Option<Cow<'_, str>>, Option<Cow<'_, str>>) {
+    let (mut action, mut subaction) = (None, None);
+    for pair in query.split([';', '&']) {
+        if let Some(v) = pair.strip_prefix("Action=") {
+            action.get_or_insert_with(|| decode(v));
+        } else if let Some(v) = pair.strip_prefix("Subaction=") {
+            subaction.get_or_insert_with(|| decode(v));
+        }
+    }
+    (action, subaction)
 }
 
 impl RouteRules {
     /// The route label of a request.
     pub fn route(&self, method: &str, uri: &str, referer: &str) -> String {
+        let mut out = String::new();
+        self.route_into(method, uri, referer, &mut out);
+        out
+    }
+
+    /// Writes the route label of a request into `out` (cleared first); no allocation once `out`
+    /// has grown.
+    pub fn route_into(&self, method: &str, uri: &str, referer: &str, out: &mut String) {
+        out.clear();
         let (path, query) = uri.split_once('?').unwrap_or((uri, ""));
         if self
             .static_prefixes
             .iter()
             .any(|p| path.starts_with(p.as_str()))
         {
-            return "static".into();
+            out.push_str("static");
+            return;
         }
         let Some(rest) = self
             .script_prefixes
             .iter()
             .find_map(|p| path.strip_prefix(p.as_str()))
         else {
-            return "other".into();
+            out.push_str("other");
+            return;
         };
         let (script, path_info) = rest.split_once('/').unwrap_or((rest, ""));
         let interface = match script {
             "" | "index.pl" => "agent",
             "customer.pl" => "customer",
             "public.pl" => "public",
-            "nph-genericinterface.pl" => return self.gi_route(path_info),
-            "installer.pl" => return "installer".into(),
-            "rpc.pl" => return "rpc".into(),
-            _ => return "other".into(),
+            "nph-genericinterface.pl" => return self.gi_route(path_info, out),
+            "installer.pl" => return out.push_str("installer"),
+            "rpc.pl" => return out.push_str("rpc"),
+            _ => return out.push_str("other"),
         };
-        let mut action = query_param(query, "Action");
-        let mut subaction = query_param(query, "Subaction");
+        let (mut action, mut subaction) = action_params(query);
         if action.as_deref().unwrap_or("").is_empty() && !matches!(method, "GET" | "HEAD") {
             // POST forms and AJAX calls carry Action in the body, which no log shows: label them
             // with the page that sent them (documented: method="POST" tells them apart).
             let ref_query = referer.split_once('?').map(|(_, q)| q).unwrap_or("");
             let ref_query = ref_query.split('#').next().unwrap_or("");
-            action = query_param(ref_query, "Action");
+            action = action_params(ref_query).0;
             subaction = None;
         }
         let action = match action.as_deref() {
@@ -125,43 +140,49 @@ impl RouteRules {
             Some(a) if is_ident(a, 64) => a,
             Some(_) => "invalid",
         };
+        out.push_str(interface);
+        out.push(':');
+        out.push_str(action);
         match subaction.as_deref() {
-            Some(s) if self.subaction && is_ident(s, 64) => format!("{interface}:{action}:{s}"),
-            Some(s) if self.subaction && !s.is_empty() => format!("{interface}:{action}:invalid"),
-            _ => format!("{interface}:{action}"),
+            Some(s) if self.subaction && is_ident(s, 64) => {
+                out.push(':');
+                out.push_str(s);
+            }
+            Some(s) if self.subaction && !s.is_empty() => out.push_str(":invalid"),
+            _ => {}
         }
     }
 
-    fn gi_route(&self, path_info: &str) -> String {
+    fn gi_route(&self, path_info: &str, out: &mut String) {
         let mut parts = path_info.split('/').filter(|s| !s.is_empty());
-        let service = match (parts.next(), parts.next()) {
+        out.push_str("gi:");
+        match (parts.next(), parts.next()) {
             (Some("Webservice"), Some(name)) => {
                 let name = decode(name);
-                if is_name(&name, 100) {
-                    name.into_owned()
+                out.push_str(if is_name(&name, 100) {
+                    &name
                 } else {
-                    "invalid".into()
-                }
+                    "invalid"
+                });
             }
             (Some("WebserviceID"), Some(id))
                 if id.len() <= 9 && id.bytes().all(|b| b.is_ascii_digit()) =>
             {
-                format!("id:{id}")
+                out.push_str("id:");
+                out.push_str(id);
             }
-            _ => return "gi:invalid".into(),
-        };
-        let mut route = format!("gi:{service}");
+            _ => return out.push_str("invalid"),
+        }
         for seg in parts.take(GI_SEGMENTS) {
-            route.push('/');
+            out.push('/');
             if is_id(seg) {
-                route.push_str(":id");
+                out.push_str(":id");
             } else if is_name(seg, 64) {
-                route.push_str(seg);
+                out.push_str(seg);
             } else {
-                route.push_str(":x");
+                out.push_str(":x");
             }
         }
-        route
     }
 }
 
