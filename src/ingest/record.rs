@@ -204,7 +204,7 @@ impl Recorder {
                     &fams.requests,
                     &[
                         ("method", method),
-                        ("route", &route),
+                        ("route", route),
                         ("status_class", class),
                     ],
                 )?;
