@@ -154,6 +154,14 @@ mod tests {
     }
 
     #[test]
+    fn shipped_web_server_configs_use_these_formats() {
+        let apache = include_str!("../../apache/otrs-exporter-accesslog.conf");
+        assert!(apache.lines().any(|l| l == APACHE_LOG_FORMAT), "apache/ drifted from APACHE_LOG_FORMAT");
+        let nginx = include_str!("../../nginx/otrs-exporter-log.conf");
+        assert!(nginx.lines().any(|l| l == NGINX_LOG_FORMAT), "nginx/ drifted from NGINX_LOG_FORMAT");
+    }
+
+    #[test]
     fn malformed_lines() {
         assert_eq!(parse(b""), Err(LineError::Format));
         assert_eq!(
