@@ -78,6 +78,12 @@ struct Apache {
 
 impl Apache {
     fn start(front: Front, order: OtrsOrder) -> Apache {
+        Self::start_with(front, order, false)
+    }
+
+    /// Starts Apache; with `access_log`, also with the shipped access-log snippet (piped
+    /// `otrs-exporter ingest`) and OTRS-like static files under `/otrs-web/`.
+    fn start_with(front: Front, order: OtrsOrder, access_log: bool) -> Apache {
         require_apache();
         let dir = tempfile::Builder::new()
             .prefix("otrs-exporter-apache-")
@@ -172,7 +178,18 @@ impl Apache {
             Front::ProxyFcgi => "otrs-exporter-proxy-fcgi.conf",
             Front::Cgi => "otrs-exporter-cgi.conf",
         };
-        let ours = format!("Include {SNIPPETS}/{snippet}\n");
+        let mut ours = format!("Include {SNIPPETS}/{snippet}\n");
+        if access_log {
+            let web = p("otrs-web");
+            std::fs::create_dir_all(web.join("js")).unwrap();
+            std::fs::write(web.join("js/Core.js"), "// js\n").unwrap();
+            std::fs::write(web.join("skin.css"), "body{}\n").unwrap();
+            ours.push_str(&format!(
+                "Alias /otrs-web/ \"{w}/\"\n<Directory \"{w}/\">\n    Require all granted\n</Directory>\n\
+                 Include {SNIPPETS}/otrs-exporter-accesslog.conf\n",
+                w = web.display()
+            ));
+        }
         let (alias, location) = (
             format!("Include {}\n", p("otrs-alias.conf").display()),
             format!("Include {}\n", p("otrs-location.conf").display()),
@@ -698,4 +715,91 @@ fn robust_through_apache_long_uris_vanishing_clients_load_and_flat_memory() {
             );
         }
     }
+}
+
+/// Web request metrics from Apache's own access stream: a known request mix through a real
+/// Apache, counted by the shipped `CustomLog "||otrs-exporter ingest"` pipe, scraped through
+/// mod_fcgid: exact counts per route, with `worker` = the real PID of the Apache child that
+/// served each request.
+#[test]
+fn apache_piped_access_log_counts_every_request_per_worker_and_route() {
+    let a = Apache::start_with(Front::Fcgid, OtrsOrder::Surrounding, true);
+    let mix: [(&str, usize); 5] = [
+        ("/otrs/index.pl?Action=AgentTicketZoom;TicketID=1", 7),
+        ("/otrs/index.pl?Action=AgentTicketZoom&TicketID=2", 5),
+        ("/otrs/nph-genericinterface.pl/Webservice/X/Ticket/123", 4),
+        ("/otrs-web/js/Core.js", 6),
+        ("/otrs-web/skin.css", 3),
+    ];
+    for (path, n) in mix {
+        for _ in 0..n {
+            let r = a.get(path, None);
+            assert_eq!(r.status, 200, "{path}: {r:?}");
+        }
+    }
+    let want = [
+        ("agent:AgentTicketZoom", 12.0),
+        ("gi:X/Ticket/:id", 4.0),
+        ("static", 9.0),
+    ];
+    let route_total = |d: &serde_json::Value, route: &str| -> f64 {
+        d["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["family"] == "otrs_http_requests")
+            .filter(|s| {
+                s["labels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l[0] == "route" && l[1] == route)
+            })
+            .map(|s| s["value"].as_f64().unwrap())
+            .sum()
+    };
+    // Lines reach the ingester through the pipe asynchronously.
+    wait_for(
+        || {
+            let d = a.dump();
+            want.iter().all(|(r, n)| route_total(&d, r) == *n)
+        },
+        "the piped ingester to count the request mix",
+    );
+    let d = a.dump();
+    for (route, n) in want {
+        assert_eq!(route_total(&d, route), n, "{route}");
+    }
+    // Every worker label is a real Apache child of the Apache we started.
+    let apache_pid = a.child.id();
+    let workers: BTreeSet<u32> = d["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["family"] == "otrs_http_requests")
+        .flat_map(|s| s["labels"].as_array().unwrap().clone())
+        .filter(|l| l[0] == "worker")
+        .map(|l| l[1].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(!workers.is_empty());
+    for w in &workers {
+        assert_eq!(comm(*w), "apache2", "worker {w} is an Apache process");
+        assert_eq!(
+            ppid(*w),
+            Some(apache_pid),
+            "worker {w} is a child of our Apache"
+        );
+    }
+    // The scrape shows them with duration histograms and status classes, promtool-valid.
+    let body = a.scrape("").body;
+    promtool_check(&body);
+    assert!(body.contains("otrs_http_request_duration_seconds_bucket{method=\"GET\",route=\"agent:AgentTicketZoom\",worker=\""));
+    assert!(body.contains("status_class=\"2xx\""));
+    assert_eq!(
+        sample(
+            &body,
+            "otrs_exporter_log_parse_errors_total{source=\"apache\"}"
+        ),
+        Some(0.0)
+    );
 }

@@ -156,9 +156,15 @@ mod tests {
     #[test]
     fn shipped_web_server_configs_use_these_formats() {
         let apache = include_str!("../../apache/otrs-exporter-accesslog.conf");
-        assert!(apache.lines().any(|l| l == APACHE_LOG_FORMAT), "apache/ drifted from APACHE_LOG_FORMAT");
+        assert!(
+            apache.lines().any(|l| l == APACHE_LOG_FORMAT),
+            "apache/ drifted from APACHE_LOG_FORMAT"
+        );
         let nginx = include_str!("../../nginx/otrs-exporter-log.conf");
-        assert!(nginx.lines().any(|l| l == NGINX_LOG_FORMAT), "nginx/ drifted from NGINX_LOG_FORMAT");
+        assert!(
+            nginx.lines().any(|l| l == NGINX_LOG_FORMAT),
+            "nginx/ drifted from NGINX_LOG_FORMAT"
+        );
     }
 
     #[test]
