@@ -89,10 +89,13 @@ impl FamilyDef {
         self
     }
 
-    /// Number of value cells a series of this family needs.
+    /// Number of value cells a series of this family needs: counters have an f64 cell for
+    /// fractional amounts and an integer cell that `inc()` bumps with one `fetch_add`;
+    /// histograms have the sum and one count per bucket plus `+Inf`.
     pub(crate) fn cells(&self) -> u64 {
         match self.kind {
             MetricKind::Histogram => self.buckets.len() as u64 + 2,
+            MetricKind::Counter => 2,
             _ => 1,
         }
     }

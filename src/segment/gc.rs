@@ -33,9 +33,10 @@ pub struct GcReport {
 }
 
 /// Combines a source cell into a destination cell: cell 0 of counters and histograms is an f64
-/// (value or sum), histogram bucket cells are integer counts.
+/// (fractional amounts, or the sum), every other cell an integer count (a counter's whole
+/// amounts, a histogram's buckets).
 fn combine(kind: MetricKind, cell: u64, old: u64, add: u64) -> u64 {
-    if cell == 0 || kind != MetricKind::Histogram {
+    if cell == 0 || kind == MetricKind::Gauge {
         (f64::from_bits(old) + f64::from_bits(add)).to_bits()
     } else {
         old.wrapping_add(add)
@@ -328,6 +329,7 @@ mod tests {
         let a = 1.5f64.to_bits();
         let b = 2.0f64.to_bits();
         assert_eq!(f64::from_bits(combine(MetricKind::Counter, 0, a, b)), 3.5);
+        assert_eq!(combine(MetricKind::Counter, 1, 4, 5), 9);
         assert_eq!(f64::from_bits(combine(MetricKind::Histogram, 0, a, b)), 3.5);
         assert_eq!(combine(MetricKind::Histogram, 3, 4, 5), 9);
     }

@@ -13,7 +13,7 @@
 /// File magic: the first eight bytes of every segment.
 pub const MAGIC: [u8; 8] = *b"OTRSXSEG";
 /// Layout version; a file with another version is recreated.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Size of the header page.
 pub const HEADER_BYTES: u64 = 4096;
 

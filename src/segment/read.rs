@@ -100,6 +100,9 @@ fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Val
                 count,
             }
         }
+        MetricKind::Counter if head.cells >= 2 => {
+            Value::Scalar(f64::from_bits(cell(0)) + cell(1) as f64)
+        }
         _ => Value::Scalar(f64::from_bits(cell(0))),
     }
 }

@@ -36,15 +36,26 @@ impl Handle {
         self.map.u64_unchecked(self.entry + E_VALUES + 8 * k)
     }
 
-    /// Adds one to a counter.
+    /// Adds one to a counter: one atomic `fetch_add`.
     pub fn inc(&self) {
-        self.add(1.0);
+        if self.kind == MetricKind::Counter {
+            self.cell(1).fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.add(1.0);
+        }
     }
 
     /// Adds `v` to a counter (negative values are ignored: counters never decrease) or a gauge.
+    /// Whole amounts go to a counter's integer cell, fractions to its f64 cell.
     pub fn add(&self, v: f64) {
-        if self.kind == MetricKind::Counter && (v.is_nan() || v < 0.0) {
-            return;
+        if self.kind == MetricKind::Counter {
+            if v.is_nan() || v < 0.0 {
+                return;
+            }
+            if v.fract() == 0.0 && v < (1u64 << 53) as f64 {
+                self.cell(1).fetch_add(v as u64, Ordering::Relaxed);
+                return;
+            }
         }
         Mapping::add_f64(self.cell(0), v);
     }
@@ -75,7 +86,12 @@ impl Handle {
 
     /// The current value of a counter or gauge, or the sum of a histogram.
     pub fn get(&self) -> f64 {
-        f64::from_bits(self.cell(0).load(Ordering::Relaxed))
+        let v = f64::from_bits(self.cell(0).load(Ordering::Relaxed));
+        if self.kind == MetricKind::Counter {
+            v + self.cell(1).load(Ordering::Relaxed) as f64
+        } else {
+            v
+        }
     }
 
     /// The raw 64-bit word of a gauge cell, for internal state (cursors, counts) that must
