@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// The type of a metric family, as written on its `# TYPE` line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum MetricKind {
     /// A monotonically increasing value. The family name carries no `_total` suffix; the
     /// writers add it where each format wants it.
@@ -42,7 +44,7 @@ pub type Text = Arc<str>;
 pub type Label = (Text, Text);
 
 /// The value of one series.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
     /// A counter or gauge value, or 1 for info metrics.
     Scalar(f64),
@@ -60,7 +62,7 @@ pub enum Value {
 
 /// One series of a family: its labels, its value and, for counters and histograms, an optional
 /// creation time (Unix seconds) that OpenMetrics writes as `_created`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Series {
     /// Label pairs, in the order they will be written.
     pub labels: Vec<Label>,
@@ -82,7 +84,7 @@ impl Series {
 }
 
 /// A metric family: name, help, type, optional unit and its series.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Family {
     /// Family name without type suffixes (`otrs_http_requests`, not `otrs_http_requests_total`).
     pub name: String,

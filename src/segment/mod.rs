@@ -16,6 +16,7 @@
 //!   counters and histograms of exited workers into `worker="exited"` so sums never decrease.
 
 mod alloc;
+mod cache;
 mod dump;
 mod family;
 mod gc;
@@ -36,6 +37,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+pub use cache::{CacheSlot, Cached, MAX_BLOB};
 pub use dump::{Dump, DumpSeries, DumpWorker};
 pub use family::{FamilyDef, GaugeAgg};
 pub use gc::GcReport;
