@@ -172,7 +172,6 @@ pub fn main() -> Result<()> {
             let cfg = load_config(cfg_path)?;
             let spec = listen.unwrap_or_else(|| cfg.web.listen.clone());
             let listener = fcgi::Listener::bind(&spec)?;
-            log::info!("serving FastCGI on {}", listener.describe());
             let opts = fcgi::ServeOptions {
                 allow_non_loopback,
                 ..fcgi::ServeOptions::default()
