@@ -191,6 +191,14 @@ fn html_escape(s: &str) -> String {
 
 impl Handler for Service {
     fn handle(&self, req: &Request) -> Response {
+        // At debug level: what the web server passed, so a deployment can check that
+        // authentication reaches the exporter (nginx needs `fastcgi_param REMOTE_USER`).
+        log::debug!(
+            "request: {} {} remote_user={}",
+            req.method,
+            req.path,
+            req.remote_user().unwrap_or("-")
+        );
         let metrics = self.config.metrics_path();
         let base = format!(
             "{}/{}",
