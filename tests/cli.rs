@@ -5,8 +5,9 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-const BIN: &str = env!("CARGO_BIN_EXE_otrs-exporter");
-const METRICS: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/metrics";
+mod common;
+
+use common::{promtool_check, sample, samples_of, BIN, METRICS};
 
 struct Env {
     _dir: tempfile::TempDir,
@@ -89,44 +90,6 @@ impl Env {
         );
         (status, ctype, body.to_owned())
     }
-}
-
-fn promtool_check(body: &str) {
-    let mut child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by scripts/setup.sh (Debian package prometheus)");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(body.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "promtool rejected the scrape: {}{}\n---\n{body}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Value of the sample line that starts with `prefix` (name and labels), if present.
-fn sample(body: &str, prefix: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(prefix) && l[prefix.len()..].starts_with(' '))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn samples_of<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
-    body.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
-        .collect()
 }
 
 #[test]
