@@ -8,6 +8,9 @@ set -euo pipefail
 declare -A PACKAGES=(
   [prometheus]=promtool      # promtool check metrics / rules
   [libfcgi-bin]=cgi-fcgi     # a real FastCGI client
+  [nginx]=/usr/sbin/nginx    # tests/nginx.rs: the shipped snippet in a real nginx (sbin: not on a user PATH)
+  [apache2-utils]=htpasswd   # tests/nginx.rs: htpasswd file for basic auth
+  [systemd]=systemd-socket-activate  # tests/nginx.rs: socket activation without systemd running
 )
 
 SUDO=""
