@@ -11,6 +11,8 @@ declare -A PACKAGES=(
   [apache2]=apache2ctl       # tests/apache.rs and the demo: a real Apache
   [apache2-utils]=htpasswd   # basic-auth password files
   [libapache2-mod-fcgid]=/usr/lib/apache2/modules/mod_fcgid.so  # mod_fcgid (a file, not a command)
+  [nginx]=/usr/sbin/nginx    # tests/nginx.rs: the shipped snippet in a real nginx (sbin: not on a user PATH)
+  [systemd]=systemd-socket-activate  # tests/nginx.rs: socket activation without systemd running
 )
 
 SUDO=""

@@ -195,10 +195,11 @@ fn html_escape(s: &str) -> String {
 
 impl Handler for Service {
     fn handle(&self, req: &Request) -> Response {
-        // Says what the web server passed, for checking an authentication setup: the user it
-        // authenticated, and whether the credentials themselves reached us (they should not).
+        // At debug level: what the web server passed, so a deployment can check that
+        // authentication reaches the exporter (nginx needs `fastcgi_param REMOTE_USER`) and
+        // that the credentials themselves do not (they should not).
         log::debug!(
-            "{} {} REMOTE_USER={} Authorization header: {}",
+            "request: {} {} remote_user={} authorization_header={}",
             req.method,
             req.path,
             req.remote_user().unwrap_or("-"),

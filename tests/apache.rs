@@ -545,7 +545,7 @@ fn proxy_fcgi_to_serve_passes_remote_user_but_not_the_password() {
     let log = std::fs::read_to_string(a.dir.path().join("serve.log")).unwrap();
     assert!(
         log.contains(&format!(
-            "GET {METRICS} REMOTE_USER={} Authorization header: absent",
+            "request: GET {METRICS} remote_user={} authorization_header=absent",
             USER.0
         )),
         "{log}"

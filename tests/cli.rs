@@ -6,10 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{http_get, promtool_check, sample, samples_of};
-
-const BIN: &str = env!("CARGO_BIN_EXE_otrs-exporter");
-const METRICS: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/metrics";
+use common::{http_get, promtool_check, sample, samples_of, BIN, METRICS};
 
 struct Env {
     _dir: tempfile::TempDir,

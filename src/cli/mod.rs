@@ -42,6 +42,18 @@ pub enum Command {
         #[arg(long)]
         allow_non_loopback: bool,
     },
+    /// Serve the metrics over plain HTTP with the built-in listener (no authentication, no
+    /// TLS; loopback only). For benchmarks and tests that compare it with the FastCGI and CGI
+    /// front ends; production runs behind Apache or nginx.
+    #[command(hide = true)]
+    ServeHttp {
+        /// Loopback address to listen on.
+        #[arg(long, default_value = "127.0.0.1:9646")]
+        listen: SocketAddr,
+        /// Worker threads answering requests.
+        #[arg(long, default_value_t = 4)]
+        threads: usize,
+    },
     /// Run a self-contained demo: synthetic OTRS traffic and the exporter on a loopback port.
     Demo {
         /// Address for the built-in HTTP listener (used when Apache with mod_fcgid is not
@@ -202,12 +214,17 @@ pub fn main() -> Result<()> {
             let cfg = load_config(cfg_path)?;
             let spec = listen.unwrap_or_else(|| cfg.web.listen.clone());
             let listener = fcgi::Listener::bind(&spec)?;
-            log::info!("serving FastCGI on {}", listener.describe());
             let opts = fcgi::ServeOptions {
                 allow_non_loopback,
                 ..fcgi::ServeOptions::default()
             };
             fcgi::serve(listener, service(&cfg)?, opts)?;
+        }
+        Command::ServeHttp { listen, threads } => {
+            let cfg = load_config(cfg_path)?;
+            let server = crate::front::http::bind(listen, false)?;
+            log::info!("serving HTTP on {}", server.server_addr());
+            crate::front::http::run(Arc::new(server), service(&cfg)?, threads);
         }
         Command::Demo {
             listen,

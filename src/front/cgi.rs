@@ -36,9 +36,11 @@ fn respond(
     max_body: usize,
     out: &mut Vec<u8>,
 ) {
+    // Empty means no body (RFC 3875 4.1.2): nginx's fastcgi_params sends `CONTENT_LENGTH ""`
+    // for a GET, and fcgiwrap hands it on to the CGI as is.
     let length = params
         .iter()
-        .find(|(n, _)| n == "CONTENT_LENGTH")
+        .find(|(n, v)| n == "CONTENT_LENGTH" && !v.trim().is_empty())
         .map(|(_, v)| v.trim().parse::<usize>());
     let body_result = match length {
         None => Ok(Vec::new()),
@@ -103,6 +105,8 @@ mod tests {
         assert!(out.starts_with("Status: 413 "), "{out}");
         let out = run(&[("CONTENT_LENGTH", "x")], b"");
         assert!(out.starts_with("Status: 400 "), "{out}");
+        let out = run(&[("REQUEST_METHOD", "GET"), ("CONTENT_LENGTH", "")], b"");
+        assert!(out.starts_with("Status: 200 "), "empty = no body: {out}");
     }
 
     #[test]

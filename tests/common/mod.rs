@@ -6,6 +6,11 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// The binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_otrs-exporter");
+/// The default metrics route.
+pub const METRICS: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/metrics";
+
 /// Runs the real `promtool check metrics` on `body` and fails the test if it objects.
 pub fn promtool_check(body: &str) {
     let mut child = Command::new("promtool")

@@ -538,6 +538,7 @@ fn accept_loop(
             }
         }
         let id = next_id.fetch_add(1, Ordering::Relaxed);
+        log::debug!("FastCGI connection {id} accepted");
         shared.lock().active += 1;
         let (h, s) = (Arc::clone(handler), Arc::clone(shared));
         let spawned = std::thread::Builder::new()

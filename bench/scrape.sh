@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# Scrape latency of a 10k-series segment through the three front ends, with wrk:
+#   (a) nginx -> FastCGI      (`otrs-exporter serve --listen unix:`; the shipped snippet)
+#   (b) nginx -> fcgiwrap -> CGI, a fresh otrs-exporter process per request
+#       plus "CGI cold scrape": the binary exec'd directly with a CGI environment, no web server
+#   (c) the built-in HTTP listener (`otrs-exporter serve-http`)
+# Needs nginx, wrk, fcgiwrap, htpasswd (apt-get install nginx wrk fcgiwrap apache2-utils).
+# Usage: bash bench/scrape.sh [SERIES] [WORKERS] [SECONDS_PER_RUN]   (defaults 10000 20 10)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SERIES=${1:-10000}
+WORKERS=${2:-20}
+SECS=${3:-10}
+CGI_RUNS=${CGI_RUNS:-300}
+METRICS=/otrs/nph-genericinterface.pl/Webservice/Prometheus/metrics
+
+for tool in nginx wrk fcgiwrap htpasswd curl python3; do
+  command -v "$tool" >/dev/null || [ -x "/usr/sbin/$tool" ] || {
+    echo "bench: $tool missing (apt-get install nginx wrk fcgiwrap apache2-utils curl python3)" >&2
+    exit 1
+  }
+done
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --release --quiet --bin otrs-exporter --example fill_segment
+BIN=$CARGO_TARGET_DIR/release/otrs-exporter
+FILL=$CARGO_TARGET_DIR/release/examples/fill_segment
+
+T=$(mktemp -d /tmp/otrs-exporter-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$T"
+}
+trap cleanup EXIT
+
+free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
+wait_sock() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
+wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no port $1" >&2; exit 1; }
+
+cat > "$T/config.toml" <<CONF
+[segment]
+path = "$T/shm/segment"
+worker_slots = 64
+[gc]
+grace_seconds = 86400
+interval_seconds = 86400
+CONF
+export OTRS_EXPORTER_CONFIG=$T/config.toml
+# The simulated web-server workers are live processes, so their series are never folded
+# (the CGI requests below fill the worker table; claiming a slot then folds dead workers).
+LIVE=()
+for _ in $(seq "$WORKERS"); do sleep 3600 & PIDS+=($!); LIVE+=($!); done
+"$FILL" "$T/shm/segment" "$SERIES" "$WORKERS" 64 "$(IFS=,; echo "${LIVE[*]}")"
+
+htpasswd -nbm prometheus bench > "$T/htpasswd"
+AUTH="Authorization: Basic $(printf 'prometheus:bench' | base64)"
+
+# (a) the FastCGI responder; (b) fcgiwrap; (c) the built-in listener.
+"$BIN" serve --listen "unix:$T/x.sock" 2>>"$T/exporter.log" & PIDS+=($!)
+fcgiwrap -c 1 -s "unix:$T/cgi.sock" </dev/null >/dev/null 2>>"$T/fcgiwrap.log" & PIDS+=($!)  # -c 1: no forked children
+HTTP_PORT=$(free_port)
+"$BIN" serve-http --listen "127.0.0.1:$HTTP_PORT" --threads 2 2>>"$T/exporter.log" & PIDS+=($!)
+wait_sock "$T/x.sock"; wait_sock "$T/cgi.sock"; wait_port "$HTTP_PORT"
+
+NGINX_PORT=$(free_port)
+CGI_PORT=$(free_port)
+cp /etc/nginx/fastcgi_params "$T/"
+cat > "$T/nginx.conf" <<CONF
+user root;
+worker_processes 1;
+pid $T/nginx.pid;
+error_log $T/error.log;
+events { worker_connections 512; }
+http {
+    client_body_temp_path $T/ct; proxy_temp_path $T/pt; fastcgi_temp_path $T/ft;
+    uwsgi_temp_path $T/ut; scgi_temp_path $T/st;
+    access_log off;
+    upstream otrs_exporter { server unix:$T/x.sock; keepalive 4; }
+    map "" \$otrs_exporter_htpasswd { default $T/htpasswd; }
+    server {
+        listen 127.0.0.1:$NGINX_PORT;
+        location /otrs/ { return 418; }
+        include $PWD/nginx/otrs-exporter.conf;
+    }
+    server {
+        listen 127.0.0.1:$CGI_PORT;
+        location = $METRICS {
+            auth_basic "otrs-exporter";
+            auth_basic_user_file $T/htpasswd;
+            include fastcgi_params;
+            fastcgi_param REMOTE_USER \$remote_user;
+            fastcgi_param SCRIPT_FILENAME $BIN;
+            fastcgi_param OTRS_EXPORTER_CONFIG $T/config.toml;
+            fastcgi_pass unix:$T/cgi.sock;
+            fastcgi_buffers 32 32k;
+        }
+    }
+}
+CONF
+nginx -p "$T" -c "$T/nginx.conf" -e "$T/error.log" -g 'daemon off;' & PIDS+=($!)
+wait_port "$NGINX_PORT"
+
+# Every front end must still scrape all series at the end (checked again after the runs).
+check_lines() {
+  local n
+  n=$(curl -sf -H "$AUTH" "$1" | grep -c '^otrs_http_requests_total{')
+  [ "$n" = "$SERIES" ] || { echo "bench: $1 returned $n series, not $SERIES" >&2; exit 1; }
+}
+BYTES=$(curl -sf -H "$AUTH" "http://127.0.0.1:$NGINX_PORT$METRICS" | wc -c)
+LINES=$(curl -sf -H "$AUTH" "http://127.0.0.1:$NGINX_PORT$METRICS" | grep -c '^otrs_http_requests_total{')
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "http://127.0.0.1:$CGI_PORT$METRICS")" = 200 ] || {
+  echo "CGI via fcgiwrap failed:" >&2; curl -s -H "$AUTH" "http://127.0.0.1:$CGI_PORT$METRICS" | head -5 >&2; cat "$T/error.log" "$T/fcgiwrap.log" "$T/exporter.log" >&2; exit 1; }
+
+# wrk --latency, one connection (latency, not queueing); prints "p50 p99 req/s" in ms.
+measure() {
+  local url=$1 secs=$2
+  wrk -t1 -c1 -d1s -H "$AUTH" "$url" >/dev/null # warm caches
+  wrk -t1 -c1 -d"${secs}s" --latency -H "$AUTH" "$url" | python3 -c '
+import sys, re
+text = sys.stdin.read()
+def ms(v):
+    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
+    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
+p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
+p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+if bad: sys.exit("non-2xx responses: " + bad.group(1))
+print(f"{p50:.2f} {p99:.2f} {rps:.0f}")'
+}
+
+echo "bench: $SERIES series over $WORKERS workers, scrape = $LINES request-counter lines, $BYTES bytes; ${SECS}s per run, 1 connection" >&2
+read -r A50 A99 ARPS < <(measure "http://127.0.0.1:$NGINX_PORT$METRICS" "$SECS")
+read -r B50 B99 BRPS < <(measure "http://127.0.0.1:$CGI_PORT$METRICS" "$SECS")
+read -r C50 C99 CRPS < <(measure "http://127.0.0.1:$HTTP_PORT$METRICS" "$SECS")
+
+# CGI cold scrape: exec the binary with a CGI environment, as mod_cgi would, no web server.
+read -r D50 D99 DRPS < <(
+  for _ in $(seq "$CGI_RUNS"); do
+    s=$EPOCHREALTIME
+    GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET SCRIPT_NAME=$METRICS REMOTE_USER=prometheus \
+      "$BIN" </dev/null >/dev/null 2>>"$T/exporter.log"
+    e=$EPOCHREALTIME
+    echo "$s $e"
+  done | python3 -c '
+import sys
+d = sorted((float(e) - float(s)) * 1000 for s, e in (l.split() for l in sys.stdin))
+pick = lambda q: d[min(len(d) - 1, int(q * len(d)))]
+print(f"{pick(0.50):.2f} {pick(0.99):.2f} {1000 * len(d) / sum(d):.0f}")'
+)
+
+for u in "$NGINX_PORT" "$CGI_PORT" "$HTTP_PORT"; do check_lines "http://127.0.0.1:$u$METRICS"; done
+
+ok() { python3 -c "import sys; print('yes' if float(sys.argv[1]) < float(sys.argv[2]) else 'NO')" "$1" "$2"; }
+cat <<TABLE
+
+| front end ($SERIES series, $((BYTES / 1024)) KiB) | p50 ms | p99 ms | req/s (1 conn) | target | met |
+|---|---|---|---|---|---|
+| (a) nginx → FastCGI (\`serve --listen unix:\`, keep-alive) | $A50 | $A99 | $ARPS | p99 < 5 ms | $(ok "$A99" 5) |
+| (b) nginx → fcgiwrap → CGI (fresh process per request) | $B50 | $B99 | $BRPS | — | |
+| (b') CGI cold scrape (binary exec'd directly, $CGI_RUNS runs) | $D50 | $D99 | $DRPS | < 10 ms | $(ok "$D99" 10) (p99) |
+| (c) built-in HTTP listener (\`serve-http\`) | $C50 | $C99 | $CRPS | — | |
+TABLE
+echo
+echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg)"
