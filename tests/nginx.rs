@@ -262,6 +262,11 @@ impl Stack {
     /// `fastcgi_params` is Debian's file, or (with `stock_params`) that file without its
     /// REMOTE_USER line, which is what upstream nginx ships.
     fn start_nginx(&mut self, stock_params: bool) {
+        self.start_nginx_with(stock_params, "", "");
+    }
+
+    /// As [`Stack::start_nginx`], with extra directives at http level and in the server block.
+    fn start_nginx_with(&mut self, stock_params: bool, http_extra: &str, server_extra: &str) {
         let params = std::fs::read_to_string("/etc/nginx/fastcgi_params")
             .expect("/etc/nginx/fastcgi_params (Debian package nginx-common)");
         let params: String = params
@@ -286,6 +291,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi_temp;
     scgi_temp_path {d}/scgi_temp;
     access_log off;
+    {http_extra}
 
     # What /etc/nginx/conf.d/otrs-exporter-http.conf defines on a real host.
     upstream otrs_exporter {{
@@ -304,6 +310,7 @@ http {{
             return 418;
         }}
         include {snippet};
+        {server_extra}
     }}
 }}
 "#,
@@ -669,4 +676,104 @@ fn systemd_socket_activation_behind_nginx() {
         "systemd-socket-activate exec'd the binary: {}",
         exe.display()
     );
+}
+
+/// Web request metrics from nginx's access log: nginx writes the shipped `log_format` to a file,
+/// each scrape reads what is new (the `access_log` collector) — exact counts per route, worker
+/// labels that are real nginx worker PIDs, and a logrotate-style rename + USR1 reopen in the
+/// middle loses nothing.
+#[test]
+fn nginx_access_log_is_followed_on_each_scrape() {
+    let mut s = Stack::new();
+    let log = s.path("otrs-access.log");
+    let cfg = std::fs::read_to_string(&s.config).unwrap();
+    std::fs::write(
+        &s.config,
+        format!("{cfg}\n[ingest]\naccess_log = \"{}\"\n", log.display()),
+    )
+    .unwrap();
+    s.start_exporter();
+    s.start_nginx_with(
+        false,
+        &format!("include {};", repo_file("nginx/otrs-exporter-log.conf").display()),
+        &format!(
+            "access_log {} otrs_exporter;\n        location /otrs-web/ {{ return 200 \"static\\n\"; }}",
+            log.display()
+        ),
+    );
+    // The first scrape starts following the (fresh, empty) log.
+    assert_eq!(scrape(s.port).status, 200);
+    let mix: [(&str, usize); 3] = [
+        ("/otrs/index.pl?Action=AgentTicketZoom;TicketID=1", 7),
+        ("/otrs/nph-genericinterface.pl/Webservice/X/Ticket/123", 4),
+        ("/otrs-web/js/Core.js", 6),
+    ];
+    let send = |times: usize| {
+        for (path, n) in mix {
+            for _ in 0..n * times {
+                http(s.port, path, None, &[]);
+            }
+        }
+    };
+    send(1);
+    // logrotate: rename, then tell nginx to reopen its logs.
+    std::fs::rename(&log, log.with_extension("log.1")).unwrap();
+    let master: i32 = std::fs::read_to_string(s.path("nginx.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(master),
+        nix::sys::signal::Signal::SIGUSR1,
+    )
+    .unwrap();
+    wait_for("nginx to reopen its log", || log.exists());
+    send(2);
+    let body = scrape(s.port).body;
+    promtool_check(&body);
+    let dump = s.segment_dump();
+    let total = |route: &str, class: &str| -> f64 {
+        dump["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["family"] == "otrs_http_requests")
+            .filter(|x| {
+                let l = x["labels"].as_array().unwrap();
+                l.iter().any(|p| p[0] == "route" && p[1] == route)
+                    && l.iter().any(|p| p[0] == "status_class" && p[1] == class)
+            })
+            .map(|x| x["value"].as_f64().unwrap())
+            .sum()
+    };
+    // nginx answers OTRS' own /otrs/ location with 418 in this stand-in.
+    assert_eq!(total("agent:AgentTicketZoom", "4xx"), 21.0);
+    assert_eq!(total("gi:X/Ticket/:id", "4xx"), 12.0);
+    assert_eq!(total("static", "2xx"), 18.0);
+    // Worker labels are nginx worker processes of this nginx.
+    let workers: std::collections::BTreeSet<i32> = dump["series"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|x| x["family"] == "otrs_http_requests")
+        .flat_map(|x| x["labels"].as_array().unwrap().clone())
+        .filter(|p| p[0] == "worker")
+        .map(|p| p[1].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert!(!workers.is_empty());
+    for w in workers {
+        let stat = std::fs::read_to_string(format!("/proc/{w}/stat")).unwrap();
+        let ppid: i32 = stat
+            .rsplit(')')
+            .next()
+            .unwrap()
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(ppid, master, "worker {w} is a child of our nginx master");
+    }
+    assert!(body.contains("otrs_exporter_collector_success{collector=\"access_log\"} 1"));
 }
