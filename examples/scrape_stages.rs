@@ -3,8 +3,10 @@
 
 use std::time::Instant;
 
-use otrs_exporter::exposition::{render, Format};
-use otrs_exporter::segment::{FamilyDef, ReadOptions, Segment, SegmentOptions, WorkerKind, Writer};
+use otrs_exporter::exposition::{render, render_cached, Format, RenderCache};
+use otrs_exporter::segment::{
+    FamilyDef, ReadCache, ReadOptions, Segment, SegmentOptions, WorkerKind, Writer,
+};
 use otrs_exporter::snapshot::Snapshot;
 
 fn main() {
@@ -55,19 +57,32 @@ fn main() {
         }
     }
     let mut out = Vec::new();
+    // WARM=1 keeps the read and render caches between rounds, as a FastCGI worker does.
+    let warm = std::env::var("WARM").is_ok_and(|v| v == "1");
+    let mut read_cache = ReadCache::new();
+    let mut render_cache = RenderCache::new();
     let rounds: usize = std::env::var("ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(5);
     for round in 0..rounds {
         let t0 = Instant::now();
-        let fams = seg.read(&ReadOptions::default()).unwrap();
+        let fams = if warm {
+            seg.read_cached(&ReadOptions::default(), &mut read_cache)
+                .unwrap()
+        } else {
+            seg.read(&ReadOptions::default()).unwrap()
+        };
         let t1 = Instant::now();
         let mut snap = Snapshot { families: fams };
         snap.normalize();
         let t2 = Instant::now();
         out.clear();
-        render(&snap, Format::Text, &mut out);
+        if warm {
+            render_cached(&snap, Format::Text, &mut out, &mut render_cache);
+        } else {
+            render(&snap, Format::Text, &mut out);
+        }
         let t3 = Instant::now();
         let n = snap.series_count();
         drop(snap);

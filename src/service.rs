@@ -10,7 +10,7 @@ use crate::collector::exporter::ExporterCollector;
 use crate::collector::segment::{SegmentCollector, SegmentSource};
 use crate::collector::{Runner, Scrape, Selection};
 use crate::config::Config;
-use crate::exposition::{render, Format};
+use crate::exposition::{render, render_cached, Format, RenderCache};
 use crate::front::request::{Handler, Request, Response};
 use crate::segment::{FamilyDef, SegmentOptions, WorkerKind, Writer};
 use crate::snapshot::Snapshot;
@@ -64,6 +64,10 @@ pub struct Service {
     source: Arc<SegmentSource>,
     runner: Runner,
     writer: Mutex<Option<Writer>>,
+    /// Escaped label text kept between scrapes of this process (FastCGI).
+    render_cache: Mutex<RenderCache>,
+    /// Scrapes answered by this process.
+    scrapes: std::sync::atomic::AtomicU64,
 }
 
 impl Service {
@@ -85,6 +89,8 @@ impl Service {
             source,
             runner,
             writer: Mutex::new(None),
+            render_cache: Mutex::new(RenderCache::new()),
+            scrapes: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -133,7 +139,16 @@ impl Service {
             log::error!("{dropped} metric families had conflicting types and were dropped");
         }
         let mut body = Vec::with_capacity(64 * 1024);
-        render(&snapshot, format, &mut body);
+        // A process that scrapes more than once (FastCGI) keeps escaped label text between
+        // scrapes; a CGI process renders once, where building the cache would be wasted.
+        let warm = self
+            .scrapes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            > 0;
+        match self.render_cache.try_lock() {
+            Ok(mut cache) if warm => render_cached(&snapshot, format, &mut body, &mut cache),
+            _ => render(&snapshot, format, &mut body),
+        }
         Response::new(200, format.content_type(), body)
     }
 

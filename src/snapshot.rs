@@ -43,6 +43,10 @@ pub type Text = Arc<str>;
 /// One label pair. Names are validated by [`is_valid_label_name`] before they reach a family.
 pub type Label = (Text, Text);
 
+/// A series' label pairs, shared: a process that scrapes repeatedly keeps them between scrapes
+/// and hands each scrape the same allocation.
+pub type Labels = Arc<[Label]>;
+
 /// The value of one series.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Value {
@@ -65,7 +69,7 @@ pub enum Value {
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Series {
     /// Label pairs, in the order they will be written.
-    pub labels: Vec<Label>,
+    pub labels: Labels,
     /// The value.
     pub value: Value,
     /// When the series started counting, in Unix seconds (OpenMetrics `_created`).
@@ -76,7 +80,7 @@ impl Series {
     /// A series with a scalar value and no creation time.
     pub fn scalar(labels: Vec<Label>, value: f64) -> Self {
         Series {
-            labels,
+            labels: labels.into(),
             value: Value::Scalar(value),
             created: None,
         }

@@ -659,3 +659,55 @@ fn file_and_semaphore_permissions_follow_the_settings() {
     let err = Segment::open(&o).err().expect("world-writable refused");
     assert!(err.to_string().contains("any user"), "{err}");
 }
+
+#[test]
+fn a_warm_read_cache_never_serves_stale_labels() {
+    use otrs_exporter::segment::ReadCache;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    let mut cache = ReadCache::new();
+    let opts = ReadOptions::default();
+    let same = |seg: &Segment, cache: &mut ReadCache| {
+        let warm = seg.read_cached(&opts, cache).unwrap();
+        let cold = seg.read(&opts).unwrap();
+        assert_eq!(warm, cold, "warm and cold reads differ");
+        warm
+    };
+    // A dead worker's series, cached.
+    let slot = seg.claim_worker_as(4_300_001, 1, WorkerKind::Test).unwrap();
+    Writer::for_slot(&seg, WorkerKind::Test, slot)
+        .add(&own_counter(), &[("k", "v")], 2.0)
+        .unwrap();
+    same(&seg, &mut cache);
+    same(&seg, &mut cache);
+    // It is folded, its slot and entry memory are reused by another PID with the same labels:
+    // the cached labels at that offset must not show the old PID.
+    seg.gc(Duration::ZERO).unwrap();
+    let slot2 = seg.claim_worker_as(4_300_002, 1, WorkerKind::Test).unwrap();
+    assert_eq!(slot2, slot, "the freed slot is reused");
+    Writer::for_slot(&seg, WorkerKind::Test, slot2)
+        .add(&own_counter(), &[("k", "v")], 5.0)
+        .unwrap();
+    let fams = same(&seg, &mut cache);
+    assert_eq!(
+        worker_values(&fams, "t_worker_events"),
+        vec![("4300002".to_string(), 5.0), ("exited".to_string(), 2.0)]
+    );
+    // Churn: new series and folds between warm reads, always equal to a cold read.
+    for round in 0..20u32 {
+        let s = seg
+            .claim_worker_as(4_310_000 + round, 1, WorkerKind::Test)
+            .unwrap();
+        let mut w = Writer::for_slot(&seg, WorkerKind::Test, s);
+        for i in 0..(round * 7) % 50 {
+            w.inc(&own_counter(), &[("n", &i.to_string())]).unwrap();
+        }
+        same(&seg, &mut cache);
+        if round % 3 == 0 {
+            seg.gc(Duration::ZERO).unwrap();
+        }
+        same(&seg, &mut cache);
+    }
+    assert!(!cache.is_empty());
+}

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 
 use super::{CollectError, Collector, Context};
-use crate::segment::{ReadOptions, Segment, SegmentError, SegmentOptions};
+use crate::segment::{ReadCache, ReadOptions, Segment, SegmentError, SegmentOptions};
 use crate::snapshot::Family;
 
 /// The process' handle on the shared segment: opened lazily, reopened when another process
@@ -53,6 +53,9 @@ impl SegmentSource {
 pub struct SegmentCollector {
     source: Arc<SegmentSource>,
     read: ReadOptions,
+    /// Decoded labels kept between scrapes (a FastCGI worker scrapes many times).
+    cache: Mutex<ReadCache>,
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl SegmentCollector {
@@ -61,6 +64,8 @@ impl SegmentCollector {
         SegmentCollector {
             source,
             read: ReadOptions { worker_label },
+            cache: Mutex::new(ReadCache::new()),
+            reads: std::sync::atomic::AtomicU64::new(0),
         }
     }
 }
@@ -72,7 +77,16 @@ impl Collector for SegmentCollector {
 
     fn collect(&self, _ctx: &Context) -> Result<Vec<Family>, CollectError> {
         let seg = self.source.get().map_err(CollectError::new)?;
-        let checked = seg.check().and_then(|_| seg.read(&self.read));
+        // The first scrape of a process (and CGI's only one) reads cold; later scrapes reuse
+        // the decoded labels. Concurrent scrapes in one process: one uses the cache.
+        let warm = self
+            .reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            > 0;
+        let checked = seg.check().and_then(|_| match self.cache.try_lock() {
+            Ok(mut cache) if warm => seg.read_cached(&self.read, &mut cache),
+            _ => seg.read(&self.read),
+        });
         match checked {
             Ok(fams) => Ok(fams),
             Err(SegmentError::Corrupt(reason)) => {

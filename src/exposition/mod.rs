@@ -9,7 +9,11 @@ mod escape;
 mod openmetrics;
 mod text;
 
-use crate::snapshot::{is_valid_label_name, Family, Label, MetricKind, Series, Snapshot, Value};
+use std::sync::Arc;
+
+use crate::snapshot::{
+    is_valid_label_name, Family, Label, Labels, MetricKind, Series, Snapshot, Value,
+};
 
 /// An exposition format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,9 +176,63 @@ pub fn render(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>) {
     }
 }
 
+/// Escaped label text remembered between renders, for label sets that are shared between
+/// scrapes (see [`crate::segment::ReadCache`]): a warm render copies each series' label block
+/// instead of validating and escaping it again. Keep one per process.
+#[derive(Default)]
+pub struct RenderCache {
+    map: rustc_hash::FxHashMap<usize, CachedLabels>,
+    renders: u64,
+}
+
+struct CachedLabels {
+    /// Holds the label set, so its address cannot be reused by another one while cached.
+    _labels: Labels,
+    escaped: Vec<u8>,
+    ok_plain: bool,
+    ok_histogram: bool,
+    seen: u64,
+}
+
+impl RenderCache {
+    /// An empty cache.
+    pub fn new() -> RenderCache {
+        RenderCache::default()
+    }
+}
+
+/// [`render`] with a cache of escaped label text that persists between calls.
+pub fn render_cached(
+    snapshot: &Snapshot,
+    format: Format,
+    out: &mut Vec<u8>,
+    cache: &mut RenderCache,
+) {
+    cache.renders += 1;
+    let mut scratch = Scratch {
+        cache: Some(cache),
+        ..Scratch::default()
+    };
+    match format {
+        Format::Text => text::render(snapshot, out, &mut scratch),
+        Format::OpenMetrics => openmetrics::render(snapshot, out, &mut scratch),
+    }
+    if let Some(cache) = scratch.cache {
+        let renders = cache.renders;
+        if cache.map.len() > 1024 {
+            let seen = cache.map.values().filter(|c| c.seen == renders).count();
+            if cache.map.len() > 2 * seen {
+                cache.map.retain(|_, c| c.seen == renders);
+            }
+        }
+    }
+}
+
 /// Buffers reused across families and series while rendering.
 #[derive(Default)]
-pub(crate) struct Scratch {
+pub(crate) struct Scratch<'c> {
+    /// Escaped label text kept between renders, when the caller keeps one.
+    cache: Option<&'c mut RenderCache>,
     /// The current series' escaped label pairs, without braces.
     labels: Vec<u8>,
     /// Cached `le` values of the last bucket layout.
@@ -251,12 +309,38 @@ pub(crate) fn prepare_series(kind: MetricKind, series: &Series, scratch: &mut Sc
         return false;
     }
     let histogram = kind == MetricKind::Histogram;
+    if let Some(cache) = scratch.cache.as_deref_mut() {
+        let key = Arc::as_ptr(&series.labels) as *const () as usize;
+        let renders = cache.renders;
+        let entry = cache.map.entry(key).or_insert_with(|| {
+            let mut escaped = Vec::new();
+            write_labels(&series.labels, &mut escaped);
+            CachedLabels {
+                _labels: series.labels.clone(),
+                escaped,
+                ok_plain: labels_ok(&series.labels, false),
+                ok_histogram: labels_ok(&series.labels, true),
+                seen: renders,
+            }
+        });
+        entry.seen = renders;
+        if !(if histogram {
+            entry.ok_histogram
+        } else {
+            entry.ok_plain
+        }) {
+            return false;
+        }
+        scratch.labels.clear();
+        scratch.labels.extend_from_slice(&entry.escaped);
+        return true;
+    }
     let same_names = scratch.valid_for_histogram == histogram
         && scratch.valid_names.len() == series.labels.len()
         && scratch
             .valid_names
             .iter()
-            .zip(&series.labels)
+            .zip(series.labels.iter())
             .all(|(p, (n, _))| *p == n.as_ptr() as usize);
     if !same_names {
         if !labels_ok(&series.labels, histogram) {
@@ -268,9 +352,14 @@ pub(crate) fn prepare_series(kind: MetricKind, series: &Series, scratch: &mut Sc
             .extend(series.labels.iter().map(|(n, _)| n.as_ptr() as usize));
         scratch.valid_for_histogram = histogram;
     }
-    let buf = &mut scratch.labels;
-    buf.clear();
-    for (i, (name, value)) in series.labels.iter().enumerate() {
+    scratch.labels.clear();
+    write_labels(&series.labels, &mut scratch.labels);
+    true
+}
+
+/// Writes label pairs escaped, comma separated, without braces.
+fn write_labels(labels: &[Label], buf: &mut Vec<u8>) {
+    for (i, (name, value)) in labels.iter().enumerate() {
         if i > 0 {
             buf.push(b',');
         }
@@ -279,7 +368,6 @@ pub(crate) fn prepare_series(kind: MetricKind, series: &Series, scratch: &mut Sc
         escape::write_label_value(buf, value);
         buf.push(b'"');
     }
-    true
 }
 
 /// Label names valid and unique (and no `le` when `histogram`).

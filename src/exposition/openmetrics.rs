@@ -142,7 +142,7 @@ mod tests {
         let mut c = Family::new("otrs_cpu_seconds", "CPU \"time\".", MetricKind::Counter)
             .with_unit("seconds");
         c.series.push(Series {
-            labels: vec![("mode".into(), "user".into())],
+            labels: vec![("mode".into(), "user".into())].into(),
             value: Value::Scalar(4.5),
             created: Some(1_700_000_000.25),
         });
@@ -173,7 +173,7 @@ mod tests {
     fn histogram_with_created_and_negative_bucket() {
         let mut h = Family::new("otrs_x_seconds", "X.", MetricKind::Histogram).with_unit("bytes");
         h.series.push(Series {
-            labels: vec![("a".into(), "1".into())],
+            labels: vec![("a".into(), "1".into())].into(),
             value: Value::Histogram {
                 buckets: vec![(0.005, 1), (1.0, 2), (1e6, 2)],
                 sum: 0.25,
@@ -182,7 +182,7 @@ mod tests {
             created: Some(10.0),
         });
         h.series.push(Series {
-            labels: vec![("a".into(), "2".into())],
+            labels: vec![("a".into(), "2".into())].into(),
             value: Value::Histogram {
                 buckets: vec![(-1.0, 1)],
                 sum: -3.0,

@@ -158,7 +158,7 @@ mod tests {
     fn histogram_without_labels() {
         let mut h = Family::new("otrs_x_seconds", "X.", MetricKind::Histogram);
         h.series.push(Series {
-            labels: vec![],
+            labels: vec![].into(),
             value: Value::Histogram {
                 buckets: vec![(0.005, 1), (1.0, 2), (2.5, 2)],
                 sum: 0.25,

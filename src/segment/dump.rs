@@ -87,7 +87,7 @@ impl Segment {
                         family: fam.name.clone(),
                         labels: s
                             .labels
-                            .into_iter()
+                            .iter()
                             .map(|(k, v)| (k.to_string(), v.to_string()))
                             .collect(),
                         value,

@@ -41,7 +41,7 @@ pub use cache::{CacheSlot, Cached, MAX_BLOB};
 pub use dump::{Dump, DumpSeries, DumpWorker};
 pub use family::{FamilyDef, GaugeAgg};
 pub use gc::GcReport;
-pub use read::ReadOptions;
+pub use read::{ReadCache, ReadOptions};
 pub use worker::{process_start_ticks, WorkerKind};
 pub use writer::{Handle, Writer};
 

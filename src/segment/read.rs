@@ -7,8 +7,8 @@ use super::family::{FamilyRec, GaugeAgg};
 use super::index::{decode_labels_with, EntryHead};
 use super::layout::*;
 use super::mem::Mapping;
-use super::{Segment, SegmentError};
-use crate::snapshot::{Family, Label, MetricKind, Series, Text, Value};
+use super::{worker, Segment, SegmentError};
+use crate::snapshot::{cmp_labels, Family, Labels, MetricKind, Series, Text, Value};
 
 /// Shares one allocation between equal label names and values within a read, so series that
 /// repeat a value (`method="GET"`, a worker) hold one `Arc` and later stages can compare by
@@ -38,6 +38,14 @@ impl std::hash::Hasher for PassThrough {
 }
 
 impl Interner {
+    fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    fn reserve(&mut self, n: usize) {
+        self.map.reserve(n);
+    }
+
     fn get(&mut self, bytes: &[u8]) -> Result<Text, SegmentError> {
         let h = super::layout::fnv1a(super::layout::FNV_SEED, bytes);
         if let Some(t) = self.map.get(&h) {
@@ -54,7 +62,7 @@ impl Interner {
 }
 
 /// Series of one family combined over workers: value and earliest creation time.
-type Merged = HashMap<Vec<Label>, (Value, Option<f64>)>;
+type Merged = HashMap<Labels, (Value, Option<f64>)>;
 
 /// How to present the segment's series.
 #[derive(Debug, Clone, Copy)]
@@ -138,13 +146,117 @@ fn merge(into: &mut Value, other: Value, kind: MetricKind, agg: GaugeAgg) {
     }
 }
 
+/// A decoded label set remembered between reads, valid while the entry at the same offset
+/// still has the same hash, family, worker slot and worker PID.
+struct CachedEntry {
+    hash: u64,
+    family: u32,
+    worker: u32,
+    pid: u32,
+    labels: Labels,
+    seen: u64,
+    /// Position in its family's sorted output at the last read (`u32::MAX` = not known yet).
+    rank: u32,
+}
+
+/// What a process that reads the segment repeatedly (a FastCGI worker) keeps between reads:
+/// decoded label sets by entry offset, the interner, and the `worker` label texts. With it, a
+/// warm read does not copy, decode or allocate labels at all. An empty cache is a cold read.
+#[derive(Default)]
+pub struct ReadCache {
+    /// A one-off read: remember nothing (no point building what nobody reuses).
+    cold: bool,
+    identity: Option<(u64, u64, u64, bool)>,
+    interner: Interner,
+    entries: rustc_hash::FxHashMap<u64, CachedEntry>,
+    workers: Vec<Option<(u32, Text)>>,
+    reads: u64,
+}
+
+impl ReadCache {
+    /// An empty cache.
+    pub fn new() -> ReadCache {
+        ReadCache::default()
+    }
+
+    /// Label sets currently remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 impl Segment {
     /// Reads every series into families (one per registered family that has series).
     pub fn read(&self, opts: &ReadOptions) -> Result<Vec<Family>, SegmentError> {
-        self.with_seq(|| self.read_once(opts))
+        let mut cold = ReadCache::new();
+        cold.cold = true;
+        self.read_cached(opts, &mut cold)
     }
 
-    fn read_once(&self, opts: &ReadOptions) -> Result<Vec<Family>, SegmentError> {
+    /// [`Segment::read`] that reuses and refreshes `cache` (keep one per process).
+    pub fn read_cached(
+        &self,
+        opts: &ReadOptions,
+        cache: &mut ReadCache,
+    ) -> Result<Vec<Family>, SegmentError> {
+        let created = self.map().u64_unchecked(H_CREATED).load(Ordering::Relaxed);
+        let identity = (
+            self.inner.dev_ino.0,
+            self.inner.dev_ino.1,
+            created,
+            opts.worker_label,
+        );
+        if cache.identity != Some(identity) {
+            let cold = cache.cold;
+            *cache = ReadCache::default();
+            cache.cold = cold;
+            cache.identity = Some(identity);
+        }
+        cache.reads += 1;
+        let result = self.with_seq(|| self.read_once(opts, cache));
+        if result.is_err() {
+            // Whatever was cached during a failed or torn read is suspect.
+            let cold = cache.cold;
+            *cache = ReadCache::default();
+            cache.cold = cold;
+        } else if cache.entries.len() > 1024 {
+            let reads = cache.reads;
+            let seen = cache.entries.values().filter(|e| e.seen == reads).count();
+            if cache.entries.len() > 2 * seen {
+                cache.entries.retain(|_, e| e.seen == reads);
+            }
+            if cache.interner.len() > 4 * seen + 4096 {
+                cache.interner = Interner::default();
+            }
+        }
+        result
+    }
+
+    /// The `worker` label text of slot `w` for a process with `pid`, cached per slot.
+    fn worker_text(&self, cache: &mut ReadCache, w: u32, pid: u32) -> Text {
+        if cache.workers.len() <= w as usize && (w as usize) < self.worker_slots() as usize {
+            cache.workers.resize(self.worker_slots() as usize, None);
+        }
+        match cache.workers.get_mut(w as usize) {
+            Some(Some((p, t))) if *p == pid => t.clone(),
+            Some(slot) => slot
+                .insert((pid, Text::from(self.worker_label(w))))
+                .1
+                .clone(),
+            None => Text::from(self.worker_label(w)),
+        }
+    }
+
+    fn read_once(
+        &self,
+        opts: &ReadOptions,
+        cache: &mut ReadCache,
+    ) -> Result<Vec<Family>, SegmentError> {
         let m = self.map();
         let nfam = self.family_count() as u32;
         let fams = (0..nfam)
@@ -160,10 +272,18 @@ impl Segment {
             .collect();
         let mut merged: Vec<Merged> =
             vec![HashMap::new(); if opts.worker_label { 0 } else { fams.len() }];
-        let mut worker_names: Vec<Option<Text>> = vec![None; self.worker_slots() as usize];
-        let mut interner = Interner::default();
+        // PID of each worker slot, read once per read.
+        let slots = self.worker_slots();
+        let mut pids: Vec<Option<u32>> = vec![None; slots as usize];
         let worker_key: Text = Text::from("worker");
+        let reads = cache.reads;
+        let cold = cache.cold;
+        if cold {
+            cache.interner.reserve(self.stats().series as usize);
+        }
         let mut bytes = Vec::new();
+        // Per family: (series, entry offset, rank at the last read).
+        let mut staged: Vec<Vec<(Series, u64, u32)>> = vec![Vec::new(); fams.len()];
         self.for_each_entry(|_, entry, head| {
             let Some(fam) = fams.get(head.family as usize) else {
                 return Err(SegmentError::corrupt(format!(
@@ -174,8 +294,54 @@ impl Segment {
             if fam.def.hidden {
                 return Ok(());
             }
-            m.read_bytes(head.labels_off(entry), head.labels_len as usize, &mut bytes)?;
-            let mut labels = decode_labels_with(&bytes, |b, _| interner.get(b))?;
+            let labelled = opts.worker_label && fam.def.per_worker && head.worker != WORKER_NONE;
+            let pid = if labelled {
+                match pids.get_mut(head.worker as usize) {
+                    Some(Some(p)) => *p,
+                    Some(p) => *p.insert(worker::read_slot(m, head.worker).pid),
+                    None => 0,
+                }
+            } else {
+                0
+            };
+            let mut rank = u32::MAX;
+            let labels = match cache.entries.get_mut(&entry) {
+                Some(c)
+                    if c.hash == head.hash
+                        && c.family == head.family
+                        && c.worker == head.worker
+                        && c.pid == pid =>
+                {
+                    c.seen = reads;
+                    rank = c.rank;
+                    c.labels.clone()
+                }
+                _ => {
+                    m.read_bytes(head.labels_off(entry), head.labels_len as usize, &mut bytes)?;
+                    let mut labels = decode_labels_with(&bytes, |b, _| cache.interner.get(b))?;
+                    if labelled {
+                        let name = self.worker_text(cache, head.worker, pid);
+                        let pos = labels.partition_point(|(k, _)| &**k < "worker");
+                        labels.insert(pos, (worker_key.clone(), name));
+                    }
+                    let labels: Labels = labels.into();
+                    if !cold {
+                        cache.entries.insert(
+                            entry,
+                            CachedEntry {
+                                hash: head.hash,
+                                family: head.family,
+                                worker: head.worker,
+                                pid,
+                                labels: labels.clone(),
+                                seen: reads,
+                                rank: u32::MAX,
+                            },
+                        );
+                    }
+                    labels
+                }
+            };
             let value = read_value(m, entry, &head, fam);
             let created = match fam.def.kind {
                 MetricKind::Gauge => None,
@@ -184,22 +350,15 @@ impl Segment {
                 )),
             };
             if opts.worker_label {
-                if fam.def.per_worker && head.worker != WORKER_NONE {
-                    let name = match worker_names.get_mut(head.worker as usize) {
-                        Some(Some(t)) => t.clone(),
-                        Some(slot) => slot
-                            .insert(Text::from(self.worker_label(head.worker)))
-                            .clone(),
-                        None => Text::from(self.worker_label(head.worker)),
-                    };
-                    let pos = labels.partition_point(|(k, _)| &**k < "worker");
-                    labels.insert(pos, (worker_key.clone(), name));
-                }
-                out[head.family as usize].series.push(Series {
-                    labels,
-                    value,
-                    created,
-                });
+                staged[head.family as usize].push((
+                    Series {
+                        labels,
+                        value,
+                        created,
+                    },
+                    entry,
+                    rank,
+                ));
             } else {
                 let slot = merged[head.family as usize].entry(labels);
                 use std::collections::hash_map::Entry;
@@ -219,6 +378,29 @@ impl Segment {
             }
             Ok(())
         })?;
+        // Sorted output: by the ranks of the last read when every series has one and they are
+        // still a permutation (nothing came or went), else by labels (and ranks are renewed).
+        for (i, mut rows) in staged.into_iter().enumerate() {
+            let n = rows.len();
+            let ranked = n > 0 && rows.iter().all(|r| (r.2 as usize) < n) && {
+                let mut seen = vec![false; n];
+                rows.iter()
+                    .all(|r| !std::mem::replace(&mut seen[r.2 as usize], true))
+            };
+            if ranked {
+                rows.sort_unstable_by_key(|r| r.2);
+            } else {
+                rows.sort_unstable_by(|a, b| cmp_labels(&a.0.labels, &b.0.labels));
+                if !cold {
+                    for (rank, r) in rows.iter().enumerate() {
+                        if let Some(c) = cache.entries.get_mut(&r.1) {
+                            c.rank = rank as u32;
+                        }
+                    }
+                }
+            }
+            out[i].series = rows.into_iter().map(|r| r.0).collect();
+        }
         if !opts.worker_label {
             for (i, map) in merged.into_iter().enumerate() {
                 out[i].series = map
