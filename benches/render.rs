@@ -7,7 +7,7 @@
 //! one series). Label values are unique per series, so both exporters emit every one of the
 //! 100,000 series (Python's multiprocess collector sums identical label sets across processes
 //! but has nothing to sum here; we add the `worker` label, which only makes our output larger).
-//! The workers are simulated from this one process with the hidden `claim_worker_as` hook,
+//! The workers are simulated from this one process with the `claim_worker_for`,
 //! which writes exactly the slot a real process would claim.
 //!
 //! Why it is fair against `prometheus_client`'s `MultiProcessCollector`: both read every
@@ -229,7 +229,7 @@ impl Drop for LiveThreads {
 fn populate(seg: &Segment, d: &Defs, shape: Shape, pids: &[(u32, u64)]) {
     for (w, &(pid, start)) in pids.iter().enumerate() {
         let slot = seg
-            .claim_worker_as(pid, start, WorkerKind::Test)
+            .claim_worker_for(pid, start, WorkerKind::Test)
             .expect("claim slot");
         let mut wr = Writer::for_slot(seg, WorkerKind::Test, slot);
         write_worker(&mut wr, d, shape.series_per_worker, Some(w as u32));
@@ -242,7 +242,7 @@ fn exited_cycle(seg: &Segment, d: &Defs, shape: Shape, cycle: u32) -> Duration {
     for i in 0..shape.workers {
         let pid = 5_000_000 + i;
         let slot = seg
-            .claim_worker_as(pid, u64::from(cycle) + 1, WorkerKind::Test)
+            .claim_worker_for(pid, u64::from(cycle) + 1, WorkerKind::Test)
             .expect("claim slot");
         let mut wr = Writer::for_slot(seg, WorkerKind::Test, slot);
         write_worker(&mut wr, d, shape.dead_series_per_worker, None);

@@ -37,7 +37,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 None => (4_000_000 + i, 1),
             };
             let slot = seg
-                .claim_worker_as(pid, start, WorkerKind::Test)
+                .claim_worker_for(pid, start, WorkerKind::Test)
                 .map_err(|e| e.to_string())?;
             Ok(Writer::for_slot(&seg, WorkerKind::Test, slot))
         })

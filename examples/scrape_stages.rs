@@ -34,7 +34,7 @@ fn main() {
     for w in 0..workers {
         // PIDs that cannot exist: distinct workers (no GC runs here to fold them).
         let slot = seg
-            .claim_worker_as(3_000_000 + w, 1, WorkerKind::Test)
+            .claim_worker_for(3_000_000 + w, 1, WorkerKind::Test)
             .unwrap();
         let mut wr = Writer::for_slot(&seg, WorkerKind::Test, slot);
         for i in 0..500u32 {

@@ -204,7 +204,7 @@ pub fn cmp_labels(a: &[Label], b: &[Label]) -> std::cmp::Ordering {
 }
 
 /// Adds `other` into `into` (scalar sum, or bucket-wise histogram sum when bounds agree).
-fn merge_value(into: &mut Value, other: &Value) {
+pub(crate) fn merge_value(into: &mut Value, other: &Value) {
     match (into, other) {
         (Value::Scalar(a), Value::Scalar(b)) => *a += b,
         (

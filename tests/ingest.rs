@@ -320,7 +320,11 @@ fn concurrent_scrapers_advance_the_log_exactly_once() {
     let e = env("");
     let log = e.log();
     append(&log, "");
-    e.scrape();
+    let first = e.scrape();
+    assert!(
+        first.contains("otrs_exporter_collector_success{collector=\"access_log\"} 1"),
+        "{first}"
+    );
     let mut expected = 0.0;
     for _ in 0..5 {
         append(&log, &mix("nginx", 4000));

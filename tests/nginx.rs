@@ -389,7 +389,7 @@ impl Stack {
         let writers: Vec<Writer> = (0..10)
             .map(|w| {
                 let slot = seg
-                    .claim_worker_as(4_000_000 + w, 1, WorkerKind::Test)
+                    .claim_worker_for(4_000_000 + w, 1, WorkerKind::Test)
                     .unwrap();
                 Writer::for_slot(&seg, WorkerKind::Test, slot)
             })

@@ -179,6 +179,15 @@ fn child_entry() {
             seg.gc(Duration::ZERO).unwrap();
             println!("done");
         }
+        "grow" => {
+            // Many new series: the file doubles again and again.
+            let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
+            println!("ready");
+            for i in 0..n {
+                w.inc(&own_counter(), &[("n", &i.to_string())]).unwrap();
+            }
+            println!("done");
+        }
         "churn" => {
             // Structural churn: new series (inserts, rehashes, growth) and GC, until killed.
             let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
@@ -298,7 +307,7 @@ fn a_lock_holder_killed_never_wedges_the_others() {
 fn dead_workers(seg: &Segment, n: u32, first_pid: u32, value: f64) {
     for i in 0..n {
         let slot = seg
-            .claim_worker_as(first_pid + i, 12345, WorkerKind::Test)
+            .claim_worker_for(first_pid + i, 12345, WorkerKind::Test)
             .unwrap();
         let mut w = Writer::for_slot(seg, WorkerKind::Test, slot);
         w.add(&own_counter(), &[("k", "dead")], value).unwrap();
@@ -346,11 +355,14 @@ fn a_holder_killed_at_every_step_of_a_change_loses_nothing() {
         }
         // Right before the GC, fold one gauge-only worker through the PID-reuse path (which
         // folds exactly that slot): it leaves a freed block of the size an exited twin needs.
-        let slot = seg.claim_worker_as(4_099_999, 1, WorkerKind::Test).unwrap();
+        let slot = seg
+            .claim_worker_for(4_099_999, 1, WorkerKind::Test)
+            .unwrap();
         Writer::for_slot(&seg, WorkerKind::Test, slot)
             .set(&gauge(), &[("k", "dead")], 1.0)
             .unwrap();
-        seg.claim_worker_as(4_099_999, 2, WorkerKind::Test).unwrap();
+        seg.claim_worker_for(4_099_999, 2, WorkerKind::Test)
+            .unwrap();
         let mut kid = child(
             "gc",
             &path,
@@ -488,7 +500,7 @@ fn pid_reuse_is_detected_by_start_time() {
     let seg = open(&path);
     let me = std::process::id();
     // An earlier process with our PID but another start time left values behind.
-    let old = seg.claim_worker_as(me, 1, WorkerKind::Test).unwrap();
+    let old = seg.claim_worker_for(me, 1, WorkerKind::Test).unwrap();
     let mut w = Writer::for_slot(&seg, WorkerKind::Test, old);
     w.add(&own_counter(), &[("k", "v")], 5.0).unwrap();
     let before = seg.read(&ReadOptions::default()).unwrap();
@@ -675,7 +687,9 @@ fn a_warm_read_cache_never_serves_stale_labels() {
         warm
     };
     // A dead worker's series, cached.
-    let slot = seg.claim_worker_as(4_300_001, 1, WorkerKind::Test).unwrap();
+    let slot = seg
+        .claim_worker_for(4_300_001, 1, WorkerKind::Test)
+        .unwrap();
     Writer::for_slot(&seg, WorkerKind::Test, slot)
         .add(&own_counter(), &[("k", "v")], 2.0)
         .unwrap();
@@ -684,7 +698,9 @@ fn a_warm_read_cache_never_serves_stale_labels() {
     // It is folded, its slot and entry memory are reused by another PID with the same labels:
     // the cached labels at that offset must not show the old PID.
     seg.gc(Duration::ZERO).unwrap();
-    let slot2 = seg.claim_worker_as(4_300_002, 1, WorkerKind::Test).unwrap();
+    let slot2 = seg
+        .claim_worker_for(4_300_002, 1, WorkerKind::Test)
+        .unwrap();
     assert_eq!(slot2, slot, "the freed slot is reused");
     Writer::for_slot(&seg, WorkerKind::Test, slot2)
         .add(&own_counter(), &[("k", "v")], 5.0)
@@ -697,7 +713,7 @@ fn a_warm_read_cache_never_serves_stale_labels() {
     // Churn: new series and folds between warm reads, always equal to a cold read.
     for round in 0..20u32 {
         let s = seg
-            .claim_worker_as(4_310_000 + round, 1, WorkerKind::Test)
+            .claim_worker_for(4_310_000 + round, 1, WorkerKind::Test)
             .unwrap();
         let mut w = Writer::for_slot(&seg, WorkerKind::Test, s);
         for i in 0..(round * 7) % 50 {
@@ -710,4 +726,38 @@ fn a_warm_read_cache_never_serves_stale_labels() {
         same(&seg, &mut cache);
     }
     assert!(!cache.is_empty());
+}
+
+#[test]
+fn validating_while_another_process_grows_the_file_never_recreates_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let mut o = opts(&path);
+    o.initial_bytes = 64 << 10;
+    o.max_bytes = 256 << 20;
+    let seg = Segment::open(&o).unwrap();
+    let n = 150_000u64;
+    let mut kid = child("grow", &path, &[("SEG_N", n.to_string())])
+        .spawn()
+        .unwrap();
+    let mut checks = 0u64;
+    while kid.try_wait().unwrap().is_none() {
+        // What every scrape does: validate the open segment, and open it anew (CGI).
+        seg.check().expect("a growing segment is not corrupt");
+        let again = Segment::open(&o).unwrap();
+        assert!(
+            !again.is_stale() && !seg.is_stale(),
+            "the segment was recreated"
+        );
+        checks += 1;
+    }
+    assert!(kid.wait().unwrap().success());
+    assert!(checks > 100, "only {checks} checks ran");
+    assert!(
+        seg.stats().size_bytes >= 16 << 20,
+        "the file grew: {:?}",
+        seg.stats()
+    );
+    let fams = seg.read(&ReadOptions::default()).unwrap();
+    assert_eq!(total(&fams, "t_worker_events"), n as f64);
 }

@@ -7,7 +7,7 @@
 //! integers. The output always ends with `# EOF\n`.
 
 use super::escape::{write_f64_om, write_label_value, write_u64};
-use super::text::{bucket_start, sample_start};
+use super::text::{sample_start, write_buckets};
 use super::{family_ok, finite_buckets, prepare_series, Scratch};
 use crate::snapshot::{Family, MetricKind, Snapshot, Value};
 
@@ -70,17 +70,7 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
                 } => {
                     let buckets = finite_buckets(buckets);
                     scratch.le.prepare(buckets, true);
-                    for (i, (_, cumulative)) in buckets.iter().enumerate() {
-                        bucket_start(out, name, labels);
-                        out.extend_from_slice(scratch.le.get(i));
-                        out.extend_from_slice(b"\"} ");
-                        write_u64(out, *cumulative);
-                        out.push(b'\n');
-                    }
-                    bucket_start(out, name, labels);
-                    out.extend_from_slice(b"+Inf\"} ");
-                    write_u64(out, *count);
-                    out.push(b'\n');
+                    write_buckets(out, name, labels, buckets, *count, &scratch.le);
                     // The spec forbids a sum when there are negative buckets.
                     if buckets.first().is_none_or(|(b, _)| *b >= 0.0) {
                         sample_start(out, name, b"_sum", labels);

@@ -65,17 +65,7 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
                 } => {
                     let buckets = finite_buckets(buckets);
                     scratch.le.prepare(buckets, false);
-                    for (i, (_, cumulative)) in buckets.iter().enumerate() {
-                        bucket_start(out, name, labels);
-                        out.extend_from_slice(scratch.le.get(i));
-                        out.extend_from_slice(b"\"} ");
-                        write_u64(out, *cumulative);
-                        out.push(b'\n');
-                    }
-                    bucket_start(out, name, labels);
-                    out.extend_from_slice(b"+Inf\"} ");
-                    write_u64(out, *count);
-                    out.push(b'\n');
+                    write_buckets(out, name, labels, buckets, *count, &scratch.le);
                     sample_start(out, name, b"_sum", labels);
                     write_f64_text(out, *sum);
                     out.push(b'\n');
@@ -106,6 +96,29 @@ pub(crate) fn sample_start(out: &mut Vec<u8>, name: &[u8], suffix: &[u8], labels
 
 /// Writes `name_bucket{labels,le="` up to the bound.
 #[inline]
+/// Writes the `_bucket` lines of a histogram series: one per finite bound (cumulative counts,
+/// `le` text from `le`) and the `+Inf` bucket with the total count. Shared by both formats.
+pub(crate) fn write_buckets(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    labels: &[u8],
+    buckets: &[(f64, u64)],
+    count: u64,
+    le: &super::LeCache,
+) {
+    for (i, (_, cumulative)) in buckets.iter().enumerate() {
+        bucket_start(out, name, labels);
+        out.extend_from_slice(le.get(i));
+        out.extend_from_slice(b"\"} ");
+        write_u64(out, *cumulative);
+        out.push(b'\n');
+    }
+    bucket_start(out, name, labels);
+    out.extend_from_slice(b"+Inf\"} ");
+    write_u64(out, count);
+    out.push(b'\n');
+}
+
 pub(crate) fn bucket_start(out: &mut Vec<u8>, name: &[u8], labels: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b"_bucket{");

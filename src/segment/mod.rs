@@ -516,6 +516,18 @@ fn align_up(n: u64, to: u64) -> u64 {
 
 /// Validates the static header and sizes of `file`; returns the reservation size.
 fn validate_file(file: &File) -> Result<u64, String> {
+    // Header first, size second: other processes grow the file concurrently (never shrink
+    // it), so a size read after the header is at least the committed size it names. In the
+    // other order a growth in between looks like truncation and would wipe a good segment.
+    let mut hdr = [0u8; 176];
+    if let Err(e) = file.read_exact_at(&mut hdr, 0) {
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        return Err(if size < HEADER_BYTES {
+            format!("truncated: {size} bytes, smaller than the header")
+        } else {
+            format!("cannot read header: {e}")
+        });
+    }
     let size = file
         .metadata()
         .map_err(|e| format!("cannot stat: {e}"))?
@@ -523,9 +535,6 @@ fn validate_file(file: &File) -> Result<u64, String> {
     if size < HEADER_BYTES {
         return Err(format!("truncated: {size} bytes, smaller than the header"));
     }
-    let mut hdr = [0u8; 176];
-    file.read_exact_at(&mut hdr, 0)
-        .map_err(|e| format!("cannot read header: {e}"))?;
     let u32_at = |o: usize| u32::from_le_bytes(hdr[o..o + 4].try_into().unwrap());
     let u64_at = |o: usize| u64::from_le_bytes(hdr[o..o + 8].try_into().unwrap());
     if hdr[0..8] != MAGIC {

@@ -116,33 +116,13 @@ fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Val
 }
 
 fn merge(into: &mut Value, other: Value, kind: MetricKind, agg: GaugeAgg) {
-    match (into, other) {
-        (Value::Scalar(a), Value::Scalar(b)) => {
-            if kind == MetricKind::Gauge && agg == GaugeAgg::Max {
-                *a = a.max(b);
-            } else {
-                *a += b;
-            }
+    match (into, &other) {
+        (Value::Scalar(a), Value::Scalar(b))
+            if kind == MetricKind::Gauge && agg == GaugeAgg::Max =>
+        {
+            *a = a.max(*b);
         }
-        (
-            Value::Histogram {
-                buckets,
-                sum,
-                count,
-            },
-            Value::Histogram {
-                buckets: ob,
-                sum: os,
-                count: oc,
-            },
-        ) => {
-            for (b, o) in buckets.iter_mut().zip(ob) {
-                b.1 += o.1;
-            }
-            *sum += os;
-            *count += oc;
-        }
-        _ => {}
+        (into, _) => crate::snapshot::merge_value(into, &other),
     }
 }
 

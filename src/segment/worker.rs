@@ -136,22 +136,9 @@ impl Segment {
     }
 
     /// Claims a slot on behalf of another process (an ingester recording a web-server worker's
-    /// requests): the slot is keyed by that process' PID and start time, so GC folds it when
-    /// that process exits.
+    /// requests, or tests and benchmarks simulating workers): the slot is keyed by that
+    /// process' PID and start time, so GC folds it when that process exits.
     pub fn claim_worker_for(
-        &self,
-        pid: u32,
-        start_ticks: u64,
-        kind: WorkerKind,
-    ) -> Result<u32, SegmentError> {
-        let locked = self.lock()?;
-        locked.claim(pid, start_ticks, kind)
-    }
-
-    /// Claims a slot for an arbitrary (`pid`, `start_ticks`) identity. For tests and benchmarks
-    /// that simulate many workers or PID reuse from one process.
-    #[doc(hidden)]
-    pub fn claim_worker_as(
         &self,
         pid: u32,
         start_ticks: u64,
