@@ -13,6 +13,8 @@ pub mod config;
 pub mod demo;
 pub mod exposition;
 pub mod front;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ingest;
 pub mod segment;
 pub mod service;
