@@ -106,8 +106,11 @@ pub fn label_escaping(data: &[u8]) {
     assert!(om.ends_with(b"# EOF\n"));
 }
 
+/// A property check over one input.
+pub type Check = fn(&[u8]);
+
 /// The checks by fuzz target name.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("fcgi_records", fcgi_records),
     ("access_line", access_line),
     ("route", route),
