@@ -4,7 +4,10 @@
 #   (b) nginx -> fcgiwrap -> CGI, a fresh otrs-exporter process per request
 #       plus "CGI cold scrape": the binary exec'd directly with a CGI environment, no web server
 #   (c) the built-in HTTP listener (`otrs-exporter serve-http`)
-# Needs nginx, wrk, fcgiwrap, htpasswd (apt-get install nginx wrk fcgiwrap apache2-utils).
+#   (d) Apache -> mod_fcgid   (the shipped apache/otrs-exporter-fcgid.conf)
+#   (e) Apache -> mod_cgid -> CGI (the shipped apache/otrs-exporter-cgi.conf)
+# Needs nginx, wrk, fcgiwrap, htpasswd, apache2 + mod_fcgid (apt-get install nginx wrk fcgiwrap
+# apache2-utils apache2 libapache2-mod-fcgid); runs as root (Apache's children are www-data).
 # Usage: bash bench/scrape.sh [SERIES] [WORKERS] [SECONDS_PER_RUN]   (defaults 10000 20 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -27,6 +30,11 @@ BIN=$CARGO_TARGET_DIR/release/otrs-exporter
 FILL=$CARGO_TARGET_DIR/release/examples/fill_segment
 
 T=$(mktemp -d /tmp/otrs-exporter-bench.XXXXXX)
+# Apache's children run as www-data: they need to reach the binary, config and segment.
+chmod 755 "$T"
+install -m 755 "$BIN" "$T/otrs-exporter" && BIN=$T/otrs-exporter
+install -m 755 "$FILL" "$T/fill_segment" && FILL=$T/fill_segment
+install -d -o www-data -g www-data -m 2770 "$T/shm"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -42,6 +50,7 @@ wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 cat > "$T/config.toml" <<CONF
 [segment]
 path = "$T/shm/segment"
+group = "www-data"
 worker_slots = 64
 [gc]
 grace_seconds = 86400
@@ -52,9 +61,11 @@ export OTRS_EXPORTER_CONFIG=$T/config.toml
 # (the CGI requests below fill the worker table; claiming a slot then folds dead workers).
 LIVE=()
 for _ in $(seq "$WORKERS"); do sleep 3600 & PIDS+=($!); LIVE+=($!); done
-"$FILL" "$T/shm/segment" "$SERIES" "$WORKERS" 64 "$(IFS=,; echo "${LIVE[*]}")"
+chmod 644 "$T/config.toml"
+# Filled as www-data, so the segment and its semaphore belong to the web server's user.
+runuser -u www-data -- "$FILL" "$T/shm/segment" "$SERIES" "$WORKERS" 64 "$(IFS=,; echo "${LIVE[*]}")"
 
-htpasswd -nbm prometheus bench > "$T/htpasswd"
+htpasswd -nbm prometheus bench > "$T/htpasswd" && chmod 644 "$T/htpasswd"
 AUTH="Authorization: Basic $(printf 'prometheus:bench' | base64)"
 
 # (a) the FastCGI responder; (b) fcgiwrap; (c) the built-in listener.
@@ -102,6 +113,29 @@ CONF
 nginx -p "$T" -c "$T/nginx.conf" -e "$T/error.log" -g 'daemon off;' & PIDS+=($!)
 wait_port "$NGINX_PORT"
 
+# (d), (e): throwaway Apache instances with the shipped snippets.
+apache() { # snippet port
+  local d="$T/apache-$2"
+  mkdir -p "$d/htdocs" && chmod 755 "$d"
+  {
+    echo "ServerRoot /etc/apache2"; echo "DefaultRuntimeDir $d"; echo "PidFile $d/httpd.pid"
+    echo "Mutex file:$d"; echo "ErrorLog $d/error.log"; echo "LogLevel warn"
+    echo "Listen 127.0.0.1:$2"; echo "ServerName 127.0.0.1"; echo "User www-data"; echo "Group www-data"
+    for m in mpm_event authn_core authn_file authz_core authz_user auth_basic alias mime env cgid fcgid; do
+      echo "LoadModule ${m}_module /usr/lib/apache2/modules/mod_${m}.so"
+    done
+    echo "TypesConfig /dev/null"; echo "ScriptSock $d/cgisock"
+    echo "FcgidIPCDir $d/fcgid"; echo "FcgidProcessTableFile $d/fcgid_shm"; echo "DocumentRoot $d/htdocs"
+    echo "Define OTRS_EXPORTER_BIN $BIN"; echo "Define OTRS_EXPORTER_CONFIG_FILE $T/config.toml"
+    echo "Define OTRS_EXPORTER_HTPASSWD $T/htpasswd"
+    echo "Include $PWD/apache/$1"
+  } > "$d/httpd.conf"
+  /usr/sbin/apache2 -f "$d/httpd.conf" -DFOREGROUND </dev/null >/dev/null 2>"$d/stderr.log" & PIDS+=($!)
+  wait_port "$2"
+}
+FCGID_PORT=$(free_port); apache otrs-exporter-fcgid.conf "$FCGID_PORT"
+MODCGI_PORT=$(free_port); apache otrs-exporter-cgi.conf "$MODCGI_PORT"
+
 # Every front end must still scrape all series at the end (checked again after the runs).
 check_lines() {
   local n
@@ -135,6 +169,8 @@ echo "bench: $SERIES series over $WORKERS workers, scrape = $LINES request-count
 read -r A50 A99 ARPS < <(measure "http://127.0.0.1:$NGINX_PORT$METRICS" "$SECS")
 read -r B50 B99 BRPS < <(measure "http://127.0.0.1:$CGI_PORT$METRICS" "$SECS")
 read -r C50 C99 CRPS < <(measure "http://127.0.0.1:$HTTP_PORT$METRICS" "$SECS")
+read -r E50 E99 ERPS < <(measure "http://127.0.0.1:$FCGID_PORT$METRICS" "$SECS")
+read -r F50 F99 FRPS < <(measure "http://127.0.0.1:$MODCGI_PORT$METRICS" "$SECS")
 
 # CGI cold scrape: exec the binary with a CGI environment, as mod_cgi would, no web server.
 read -r D50 D99 DRPS < <(
@@ -151,7 +187,7 @@ pick = lambda q: d[min(len(d) - 1, int(q * len(d)))]
 print(f"{pick(0.50):.2f} {pick(0.99):.2f} {1000 * len(d) / sum(d):.0f}")'
 )
 
-for u in "$NGINX_PORT" "$CGI_PORT" "$HTTP_PORT"; do check_lines "http://127.0.0.1:$u$METRICS"; done
+for u in "$NGINX_PORT" "$CGI_PORT" "$HTTP_PORT" "$FCGID_PORT" "$MODCGI_PORT"; do check_lines "http://127.0.0.1:$u$METRICS"; done
 
 ok() { python3 -c "import sys; print('yes' if float(sys.argv[1]) < float(sys.argv[2]) else 'NO')" "$1" "$2"; }
 cat <<TABLE
@@ -162,6 +198,8 @@ cat <<TABLE
 | (b) nginx → fcgiwrap → CGI (fresh process per request) | $B50 | $B99 | $BRPS | — | |
 | (b') CGI cold scrape (binary exec'd directly, $CGI_RUNS runs) | $D50 | $D99 | $DRPS | < 10 ms | $(ok "$D99" 10) (p99) |
 | (c) built-in HTTP listener (\`serve-http\`) | $C50 | $C99 | $CRPS | — | |
+| (d) Apache → mod_fcgid (shipped snippet) | $E50 | $E99 | $ERPS | p99 < 5 ms | $(ok "$E99" 5) |
+| (e) Apache → mod_cgid → CGI (shipped snippet, fresh process per request) | $F50 | $F99 | $FRPS | — | |
 TABLE
 echo
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg)"
