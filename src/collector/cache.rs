@@ -291,6 +291,10 @@ impl CacheCollector {
 
     /// The walk result, refreshed if stale and this process gets the lease.
     fn usage(&self, ctx: &Context) -> Result<WalkState, CollectError> {
+        if !self.dir.is_dir() {
+            // No FileStorable cache here: nothing to walk, nothing stored in the segment.
+            return Ok(WalkState::default());
+        }
         let seg = self.source.get().map_err(CollectError::new)?;
         let key = format!("cache_walk:{}", self.dir.display());
         let slot = seg.cache_slot(&key).map_err(CollectError::new)?;
@@ -302,10 +306,7 @@ impl CacheCollector {
         let fresh = state.complete.is_some()
             && now_unix() - state.finished_at < self.ttl.as_secs_f64()
             && state.after.is_none();
-        if fresh || !self.dir.is_dir() {
-            if !self.dir.is_dir() {
-                state = WalkState::default();
-            }
+        if fresh {
             return Ok(state);
         }
         let budget = ctx.deadline.saturating_duration_since(Instant::now()) / 3;

@@ -638,8 +638,9 @@ impl DaemonConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OtrsLogConfig {
-    /// Log file of the File backend (`LogModule::LogFile`, default `/tmp/otrs.log`, the OTRS
-    /// default); empty = off.
+    /// Log file of the File backend (`LogModule::LogFile`; OTRS' own default is
+    /// `/tmp/otrs.log`, packaged installs often use `<Home>/var/log/otrs.log`). Empty (default)
+    /// = off: OTRS logs to syslog unless `LogModule` is set to the File backend.
     pub file: String,
     /// `LogModule::LogFile::Date` is on: the file name carries a `.YYYY-MM` suffix (default
     /// false).
@@ -657,7 +658,7 @@ pub struct OtrsLogConfig {
 impl Default for OtrsLogConfig {
     fn default() -> Self {
         OtrsLogConfig {
-            file: "/tmp/otrs.log".into(),
+            file: String::new(),
             date_suffix: false,
             syslog_file: String::new(),
             module_cap: 200,
