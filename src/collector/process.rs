@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use procfs::process::{LimitValue, Process, Stat};
+use procfs::process::{Process, Stat};
 
 use crate::snapshot::{Family, MetricKind};
 
@@ -106,30 +106,45 @@ pub enum Sampled {
     Gone,
 }
 
-/// Reads `pid`'s figures now (the stat from the table may be a few ms old: re-read it, so
-/// that values belong to one moment and a vanished process is noticed).
+/// Soft limit of open files from `/proc/<pid>/limits` (`+Inf` when unlimited).
+fn max_open_files(pid: i32) -> std::io::Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .ok_or_else(|| std::io::Error::other("no Max open files line"))?;
+    let soft = line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    Ok(if soft == "unlimited" {
+        f64::INFINITY
+    } else {
+        soft.parse().map_err(std::io::Error::other)?
+    })
+}
+
+/// Reads `pid`'s figures: CPU, memory, threads and start from the scan's `stat` (read a few
+/// milliseconds earlier), file descriptors and their limit now. A process whose `limits`
+/// file is gone exited meanwhile.
 pub fn sample(table: &ProcTable, pid: i32) -> Sampled {
-    let Ok(p) = Process::new(pid) else {
+    let Some(st) = table.stats.get(&pid) else {
         return Sampled::Gone;
     };
-    let Ok(st) = p.stat() else {
-        return Sampled::Gone;
+    let max_fds = match max_open_files(pid) {
+        Ok(v) => Some(v),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Sampled::Gone,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Sampled::Gone,
+        Err(_) => None,
     };
-    if st.state == 'Z' || st.state == 'X' {
-        return Sampled::Gone;
-    }
-    if table
-        .stats
-        .get(&pid)
-        .is_some_and(|old| old.starttime != st.starttime)
-    {
-        return Sampled::Gone; // PID reused between scan and sample
-    }
-    let max_fds = p.limits().ok().map(|l| match l.max_open_files.soft_limit {
-        LimitValue::Unlimited => f64::INFINITY,
-        LimitValue::Value(v) => v as f64,
-    });
-    let open_fds = p.fd_count().ok().map(|n| n as f64);
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| rd.count() as f64)
+        .map_err(|e| e.kind());
+    let open_fds = match open_fds {
+        Ok(n) => Some(n),
+        Err(std::io::ErrorKind::NotFound) => return Sampled::Gone,
+        Err(_) => None,
+    };
     let s = ProcSample {
         pid,
         resident_bytes: st.rss as f64 * table.page,
@@ -137,17 +152,15 @@ pub fn sample(table: &ProcTable, pid: i32) -> Sampled {
         user_seconds: st.utime as f64 / table.tps,
         system_seconds: st.stime as f64 / table.tps,
         threads: st.num_threads as f64,
-        start_time: table.start_time(&st),
+        start_time: table.start_time(st),
         open_fds,
         max_fds,
     };
     if open_fds.is_none() {
-        if Process::new(pid).and_then(|p| p.stat()).is_err() {
-            return Sampled::Gone;
-        }
-        return Sampled::Partial(s);
+        Sampled::Partial(s)
+    } else {
+        Sampled::Full(s)
     }
-    Sampled::Full(s)
 }
 
 /// The per-process families under one prefix (`otrs_web_process`, `otrs_daemon_process`).
