@@ -13,6 +13,8 @@ declare -A PACKAGES=(
   [libapache2-mod-fcgid]=/usr/lib/apache2/modules/mod_fcgid.so  # mod_fcgid (a file, not a command)
   [nginx]=/usr/sbin/nginx    # tests/nginx.rs: the shipped snippet in a real nginx (sbin: not on a user PATH)
   [systemd]=systemd-socket-activate  # tests/nginx.rs: socket activation without systemd running
+  [redis-server]=redis-server  # tests/cache.rs: Cache::Redis INFO (a database of its own)
+  [redis-tools]=redis-cli      # tests/cache.rs: filling and emptying that database
 )
 
 SUDO=""
@@ -47,5 +49,8 @@ if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/d
 fi
 if [ -x /usr/sbin/mariadbd ] && ! mysqladmin ping -h 127.0.0.1 --silent 2>/dev/null; then
   $SUDO start-stop-daemon --start --oknodo --background --exec /usr/sbin/mariadbd || true
+fi
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  $SUDO redis-server --daemonize yes --bind 127.0.0.1 --port 6379 >/dev/null || true
 fi
 echo "setup: ok ($(promtool --version 2>&1 | head -1))"

@@ -6,8 +6,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::collector::access_log::AccessLogCollector;
+use crate::collector::cache::CacheCollector;
+use crate::collector::daemon_processes::DaemonProcessCollector;
 use crate::collector::exporter::ExporterCollector;
+use crate::collector::otrs_log::OtrsLogCollector;
 use crate::collector::segment::{SegmentCollector, SegmentSource};
+use crate::collector::web_processes::WebProcessCollector;
 use crate::collector::{Runner, Scrape, Selection};
 use crate::config::Config;
 use crate::exposition::{render, render_cached, Format, RenderCache};
@@ -80,9 +84,15 @@ impl Service {
             .with(SegmentCollector::new(
                 source.clone(),
                 config.web.worker_label,
-            ));
+            ))
+            .with(WebProcessCollector::new(&config.processes))
+            .with(DaemonProcessCollector::new(&config))
+            .with(CacheCollector::new(source.clone(), &config));
         if !config.ingest.access_log.is_empty() {
             runner = runner.with_first(AccessLogCollector::new(source.clone(), &config.ingest));
+        }
+        if OtrsLogCollector::is_enabled(&config.otrs_log) {
+            runner = runner.with_first(OtrsLogCollector::new(source.clone(), &config.otrs_log));
         }
         Service {
             config,

@@ -268,10 +268,22 @@ fn segment_commands_and_seed_aliases() {
         "delete-dead-worker-values",
         "Maint::Prometheus::DeleteValuesWithDiedPIDs",
         "Maint::Prometheus::DeleteDiedPIDs",
+        "delete-dead-process-collectors",
+        "Maint::Prometheus::DeleteDiedProcessCollectors",
     ] {
         let out = e.cmd(&[gc]);
         assert!(out.status.success(), "{gc}");
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("Done."),
+            "{gc}"
+        );
     }
+    let out = e.cmd(&["delete-dead-process-collectors"]);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("read from /proc on every scrape") && said.contains("Checked"),
+        "{said}"
+    );
 }
 
 #[test]

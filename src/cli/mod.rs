@@ -88,6 +88,11 @@ pub enum Command {
         alias = "gc"
     )]
     DeleteDeadWorkerValues,
+    /// Remove what the segment holds for processes that are gone, now: the process collectors
+    /// keep no per-process state (they read /proc on every scrape), so this folds the series
+    /// of exited workers into worker="exited" and frees their slots, and says so.
+    #[command(visible_alias = "Maint::Prometheus::DeleteDiedProcessCollectors")]
+    DeleteDeadProcessCollectors,
     /// Read Apache access-log lines (the shipped `otrs_exporter` LogFormat) from stdin into the
     /// segment: `CustomLog "|/usr/bin/otrs-exporter ingest" otrs_exporter`.
     Ingest {
@@ -110,6 +115,19 @@ pub enum Command {
         /// Read once and exit.
         #[arg(long)]
         once: bool,
+    },
+    /// Follow the OTRS log files ([otrs_log] file and syslog_file) as a service, counting
+    /// messages into the segment between scrapes.
+    FollowOtrsLog {
+        /// Milliseconds between reads.
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// Read once and exit.
+        #[arg(long)]
+        once: bool,
+        /// Read files seen for the first time from their start (replay) instead of their end.
+        #[arg(long)]
+        from_start: bool,
     },
     /// Write synthetic traffic into a segment (used by `demo`).
     #[command(hide = true)]
@@ -276,6 +294,76 @@ pub fn main() -> Result<()> {
         Command::DeleteDeadWorkerValues => {
             let cfg = load_config(cfg_path)?;
             gc(&open_segment(&cfg)?, Duration::ZERO)?;
+        }
+        Command::DeleteDeadProcessCollectors => {
+            let cfg = load_config(cfg_path)?;
+            let seg = open_segment(&cfg)?;
+            println!(
+                "Process metrics (otrs_web_process_*, otrs_daemon_process_*) are read from /proc on every scrape; nothing to delete for them."
+            );
+            gc(&seg, Duration::ZERO)?;
+        }
+        Command::FollowOtrsLog {
+            interval_ms,
+            once,
+            from_start,
+        } => {
+            use crate::ingest::follow::Follower;
+            use crate::ingest::otrs_log::{Format, OtrsLogSink};
+            let cfg = load_config(cfg_path)?;
+            let o = &cfg.otrs_log;
+            anyhow::ensure!(
+                crate::collector::otrs_log::OtrsLogCollector::is_enabled(o),
+                "otrs_log.file and otrs_log.syslog_file are both empty"
+            );
+            if !from_start {
+                // The collector's own logic, month switches included.
+                use crate::collector::Collector as _;
+                let opts = segment_options(&cfg).map_err(anyhow::Error::msg)?;
+                let source = crate::collector::segment::SegmentSource::new(opts);
+                let c = crate::collector::otrs_log::OtrsLogCollector::new(source, o);
+                loop {
+                    let ctx = crate::collector::Context {
+                        deadline: std::time::Instant::now() + Duration::from_secs(10),
+                    };
+                    if let Err(e) = c.collect(&ctx) {
+                        log::warn!("{e}");
+                    }
+                    if once {
+                        return Ok(());
+                    }
+                    std::thread::sleep(Duration::from_millis(interval_ms));
+                }
+            }
+            let seg = open_segment(&cfg)?;
+            let mut followers = Vec::new();
+            for (path, format) in [(&o.file, Format::File), (&o.syslog_file, Format::Syslog)] {
+                if path.is_empty() {
+                    continue;
+                }
+                let path = if format == Format::File && o.date_suffix {
+                    crate::collector::otrs_log::current_path(path)
+                } else {
+                    PathBuf::from(path)
+                };
+                let sink = OtrsLogSink::new(&seg, format, o.module_cap, o.prefix_cap)?;
+                let mut f = Follower::with_sink(&seg, &path, sink)?;
+                if from_start {
+                    f = f.from_start();
+                }
+                followers.push(f);
+            }
+            loop {
+                for f in &mut followers {
+                    if let Err(e) = f.advance(Duration::from_secs(3600)) {
+                        log::warn!("{}: {e}", f.path().display());
+                    }
+                }
+                if once {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(interval_ms));
+            }
         }
         Command::Ingest { source, wait } => {
             let cfg = load_config(cfg_path)?;

@@ -7,10 +7,15 @@
 //! about HTTP.
 
 pub mod access_log;
+pub mod cache;
+pub mod daemon_processes;
 pub mod exporter;
+pub mod otrs_log;
+pub mod process;
 pub mod runner;
 pub mod segment;
 mod selection;
+pub mod web_processes;
 
 use std::time::Instant;
 

@@ -62,6 +62,14 @@ pub struct Config {
     pub web: WebConfig,
     /// Web request metrics from access logs (`[ingest]`).
     pub ingest: IngestConfig,
+    /// Web-server processes (`[processes]`).
+    pub processes: ProcessesConfig,
+    /// The OTRS daemon's processes (`[daemon]`).
+    pub daemon: DaemonConfig,
+    /// OTRS log messages (`[otrs_log]`).
+    pub otrs_log: OtrsLogConfig,
+    /// The OTRS cache backends (`[cache]`).
+    pub cache: CacheConfig,
 }
 
 impl Default for Config {
@@ -73,6 +81,10 @@ impl Default for Config {
             gc: GcConfig::default(),
             web: WebConfig::default(),
             ingest: IngestConfig::default(),
+            processes: ProcessesConfig::default(),
+            daemon: DaemonConfig::default(),
+            otrs_log: OtrsLogConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }
@@ -212,7 +224,32 @@ impl Config {
                 "must be greater than 0 and at most 300".into(),
             ));
         }
-        self.ingest.check()
+        self.ingest.check()?;
+        self.daemon.check()?;
+        self.otrs_log.check()?;
+        self.cache.check()
+    }
+
+    /// The daemon's PID file: `daemon.pid_file`, or
+    /// `<otrs_home>/var/run/Daemon-NodeID-<daemon.node_id>.pid`.
+    pub fn daemon_pid_file(&self) -> PathBuf {
+        if self.daemon.pid_file.is_empty() {
+            self.otrs_home
+                .join("var/run")
+                .join(format!("Daemon-NodeID-{}.pid", self.daemon.node_id))
+        } else {
+            PathBuf::from(&self.daemon.pid_file)
+        }
+    }
+
+    /// The FileStorable cache directory: `cache.dir`, or
+    /// `<otrs_home>/var/tmp/CacheFileStorable`.
+    pub fn cache_dir(&self) -> PathBuf {
+        if self.cache.dir.is_empty() {
+            self.otrs_home.join("var/tmp/CacheFileStorable")
+        } else {
+            PathBuf::from(&self.cache.dir)
+        }
     }
 }
 
@@ -525,9 +562,243 @@ impl IngestConfig {
     }
 }
 
+fn absolute_or_empty(key: &'static str, v: &str) -> Result<(), (&'static str, String)> {
+    if v.is_empty() || v.starts_with('/') {
+        Ok(())
+    } else {
+        Err((key, "must be an absolute path or empty".into()))
+    }
+}
+
+/// `[processes]`: finding the web server's processes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessesConfig {
+    /// Command line of the web server's main process, arguments joined by single spaces, e.g.
+    /// `/usr/sbin/apache2 -k start` (seed: `ServerCMND`). Empty (default) = detect Apache
+    /// (`apache2`, `httpd`) and nginx by process name.
+    pub server_cmdline: String,
+}
+
+/// `[daemon]`: the OTRS daemon (`bin/otrs.Daemon.pl`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaemonConfig {
+    /// Cluster node id of this host (OTRS `NodeID`, default 1): names the PID file and the
+    /// `DaemonRunning` heartbeat cache entry.
+    pub node_id: u32,
+    /// The daemon's PID file; empty (default) = `<otrs_home>/var/run/Daemon-NodeID-<node_id>.pid`.
+    pub pid_file: String,
+    /// Names of the daemon modules (SysConfig `DaemonModules###<Name>`) in the order the daemon
+    /// forks them (sorted by module class), used to name module processes by start order when
+    /// nothing better is known.
+    pub modules: Vec<String>,
+}
+
+/// The daemon modules of a stock OTRS 6 / Znuny / OTOBO, in fork order.
+pub const DEFAULT_DAEMON_MODULES: [&str; 5] = [
+    "SchedulerCronTaskManager",
+    "SchedulerFutureTaskManager",
+    "SchedulerGenericAgentTaskManager",
+    "SchedulerTaskWorker",
+    "SystemConfigurationSyncManager",
+];
+
+impl Default for DaemonConfig {
+    fn default() -> Self {
+        DaemonConfig {
+            node_id: 1,
+            pid_file: String::new(),
+            modules: DEFAULT_DAEMON_MODULES.map(String::from).to_vec(),
+        }
+    }
+}
+
+impl DaemonConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=999).contains(&self.node_id) {
+            return Err(("daemon.node_id", "must be between 1 and 999".into()));
+        }
+        absolute_or_empty("daemon.pid_file", &self.pid_file)?;
+        if self
+            .modules
+            .iter()
+            .any(|m| m.is_empty() || !m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+        {
+            return Err((
+                "daemon.modules",
+                "each name must be a non-empty word (letters, digits, '_')".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// `[otrs_log]`: counting OTRS log messages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtrsLogConfig {
+    /// Log file of the File backend (`LogModule::LogFile`; OTRS' own default is
+    /// `/tmp/otrs.log`, packaged installs often use `<Home>/var/log/otrs.log`). Empty (default)
+    /// = off: OTRS logs to syslog unless `LogModule` is set to the File backend.
+    pub file: String,
+    /// `LogModule::LogFile::Date` is on: the file name carries a `.YYYY-MM` suffix (default
+    /// false).
+    pub date_suffix: bool,
+    /// A syslog file that receives the SysLog backend's messages (e.g. `/var/log/syslog`);
+    /// empty (default) = off.
+    pub syslog_file: String,
+    /// Most distinct `module` label values; further modules count as `__overflow__`
+    /// (default 200).
+    pub module_cap: u64,
+    /// Most distinct `prefix` label values (default 50).
+    pub prefix_cap: u64,
+}
+
+impl Default for OtrsLogConfig {
+    fn default() -> Self {
+        OtrsLogConfig {
+            file: String::new(),
+            date_suffix: false,
+            syslog_file: String::new(),
+            module_cap: 200,
+            prefix_cap: 50,
+        }
+    }
+}
+
+impl OtrsLogConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        absolute_or_empty("otrs_log.file", &self.file)?;
+        absolute_or_empty("otrs_log.syslog_file", &self.syslog_file)?;
+        for (key, cap) in [
+            ("otrs_log.module_cap", self.module_cap),
+            ("otrs_log.prefix_cap", self.prefix_cap),
+        ] {
+            if !(1..=10_000).contains(&cap) {
+                return Err((key, "must be between 1 and 10000".into()));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `[cache]`: what can be observed of the OTRS cache from outside Perl.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// The `Cache::FileStorable` directory; empty (default) =
+    /// `<otrs_home>/var/tmp/CacheFileStorable`.
+    pub dir: String,
+    /// Most cache types reported; the rest are summed as `type="__overflow__"` (default 200).
+    pub type_cap: u64,
+    /// Seconds a walk of the cache directory is reused by all exporter processes (default 60).
+    pub ttl_seconds: u64,
+    /// Redis of `Cache::Redis`, e.g. `redis://127.0.0.1:6379/0`; empty (default) = off.
+    pub redis_url: String,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            dir: String::new(),
+            type_cap: 200,
+            ttl_seconds: 60,
+            redis_url: String::new(),
+        }
+    }
+}
+
+impl CacheConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        absolute_or_empty("cache.dir", &self.dir)?;
+        if !(1..=10_000).contains(&self.type_cap) {
+            return Err(("cache.type_cap", "must be between 1 and 10000".into()));
+        }
+        if !(1..=86_400).contains(&self.ttl_seconds) {
+            return Err(("cache.ttl_seconds", "must be between 1 and 86400".into()));
+        }
+        if !self.redis_url.is_empty() {
+            if let Err(e) = RedisUrl::parse(&self.redis_url) {
+                return Err(("cache.redis_url", e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A parsed `redis://[:password@]host[:port][/db]` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// Host name or address.
+    pub host: String,
+    /// TCP port (default 6379).
+    pub port: u16,
+    /// Database number (default 0).
+    pub db: u32,
+    /// Password for `AUTH`, if any.
+    pub password: Option<String>,
+}
+
+impl RedisUrl {
+    /// Parses `redis://[[user]:password@]host[:port][/db]`.
+    pub fn parse(url: &str) -> Result<RedisUrl, String> {
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or("must start with redis://")?;
+        let (auth, hostpart) = match rest.rsplit_once('@') {
+            Some((a, h)) => (Some(a), h),
+            None => (None, rest),
+        };
+        let (hostport, db) = match hostpart.split_once('/') {
+            Some((hp, d)) if !d.is_empty() => (
+                hp,
+                d.parse::<u32>()
+                    .map_err(|_| format!("database `{d}` is not a number"))?,
+            ),
+            Some((hp, _)) => (hp, 0),
+            None => (hostpart, 0),
+        };
+        let (host, port) = match hostport.rsplit_once(':') {
+            Some((h, p)) if !h.ends_with(']') || hostport.starts_with('[') => (
+                h,
+                p.parse::<u16>()
+                    .map_err(|_| format!("port `{p}` is not a number"))?,
+            ),
+            _ => (hostport, 6379),
+        };
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        if host.is_empty() {
+            return Err("needs a host, e.g. redis://127.0.0.1:6379/0".into());
+        }
+        let password = auth
+            .map(|a| a.split_once(':').map_or(a, |(_, p)| p).to_owned())
+            .filter(|p| !p.is_empty());
+        Ok(RedisUrl {
+            host: host.to_owned(),
+            port,
+            db,
+            password,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_urls() {
+        let u = RedisUrl::parse("redis://127.0.0.1:6379/3").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.db), ("127.0.0.1", 6379, 3));
+        assert_eq!(u.password, None);
+        let u = RedisUrl::parse("redis://:pw@cache").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.db), ("cache", 6379, 0));
+        assert_eq!(u.password.as_deref(), Some("pw"));
+        assert!(RedisUrl::parse("http://x").is_err());
+        assert!(RedisUrl::parse("redis://x:y").is_err());
+        assert!(RedisUrl::parse("redis:///0").is_err());
+    }
 
     #[test]
     fn defaults_are_valid() {

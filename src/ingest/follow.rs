@@ -1,4 +1,6 @@
-//! Follows an access-log file (nginx has no piped logs), incrementally, from any process.
+//! Follows a log file incrementally, from any process: nginx access logs (nginx has no piped
+//! logs) and the OTRS log (File backend or a syslog file). What happens to each complete line
+//! is up to a [`LineSink`]; the mechanics below are the same for every kind of log.
 //!
 //! The cursor — inode and byte offset — lives in the shared segment, so whichever FastCGI
 //! worker or CGI process scrapes next continues where the last one stopped. An exclusive
@@ -13,7 +15,8 @@
 //! (copytruncate followed by new writes), was truncated: read from 0. The offset and a 24-bit
 //! fingerprint of the 64 bytes before it share one atomic word, so they never disagree after a
 //! crash (offsets up to 1 TiB). A file that does not exist yet is fine. A partial last line
-//! waits for its newline.
+//! waits for its newline. On first sight of a file (no cursor yet) reading starts at its end,
+//! unless the follower was built [`Follower::from_start`] (replays, monthly log files).
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
@@ -62,23 +65,63 @@ pub struct Advance {
     pub rotated: bool,
 }
 
-/// A followed log file.
-pub struct Follower {
+/// Where a [`Follower`] delivers what it reads.
+pub trait LineSink {
+    /// One complete line, without its newline; never empty.
+    fn line(&mut self, line: &[u8]);
+    /// A "line" longer than a chunk (1 MiB) was skipped.
+    fn overlong(&mut self);
+    /// Called before the lines of each chunk (e.g. to read the clock once per batch).
+    fn batch(&mut self) {}
+    /// Called once per advance, under the follower's lock, before reading: reopen a segment
+    /// that was replaced.
+    fn refresh(&mut self) -> Result<(), SegmentError> {
+        Ok(())
+    }
+}
+
+impl LineSink for Recorder {
+    fn line(&mut self, line: &[u8]) {
+        self.record_line(line);
+    }
+    fn overlong(&mut self) {
+        self.record_line(&[0x01]);
+    }
+    fn batch(&mut self) {
+        self.tick();
+    }
+    fn refresh(&mut self) -> Result<(), SegmentError> {
+        Recorder::refresh(self)
+    }
+}
+
+/// A followed log file whose lines go to a [`LineSink`] (by default the access-log
+/// [`Recorder`]).
+pub struct Follower<S: LineSink = Recorder> {
     path: PathBuf,
     lock_path: PathBuf,
     inode: Handle,
     offset: Handle,
-    recorder: Recorder,
+    from_start: bool,
+    recorder: S,
 }
 
-impl Follower {
-    /// Follows `path`, keeping the cursor in `seg` and recording lines as `source`.
+impl Follower<Recorder> {
+    /// Follows the access log `path`, keeping the cursor in `seg` and recording lines as
+    /// `source`.
     pub fn new(
         seg: &Segment,
         cfg: &IngestConfig,
         path: &Path,
         source: &str,
     ) -> Result<Follower, SegmentError> {
+        Follower::with_sink(seg, path, Recorder::new(seg, cfg, source)?)
+    }
+}
+
+impl<S: LineSink> Follower<S> {
+    /// Follows `path`, keeping the cursor in `seg` and handing lines to `sink`.
+    pub fn with_sink(seg: &Segment, path: &Path, sink: S) -> Result<Follower<S>, SegmentError> {
         let key = path.to_string_lossy().into_owned();
         let mut w = Writer::new(seg, WorkerKind::Ingest)?;
         let inode = w.handle(&cursor_family(), &[("path", &key), ("field", "inode")])?;
@@ -91,8 +134,25 @@ impl Follower {
             lock_path,
             inode,
             offset,
-            recorder: Recorder::new(seg, cfg, source)?,
+            from_start: false,
+            recorder: sink,
         })
+    }
+
+    /// On first sight (no cursor stored yet), read the file from its start instead of its end.
+    pub fn from_start(mut self) -> Self {
+        self.from_start = true;
+        self
+    }
+
+    /// The sink lines go to.
+    pub fn sink(&self) -> &S {
+        &self.recorder
+    }
+
+    /// The sink lines go to, mutably.
+    pub fn sink_mut(&mut self) -> &mut S {
+        &mut self.recorder
     }
 
     /// The followed path.
@@ -176,14 +236,18 @@ impl Follower {
         };
         let meta = file.metadata()?;
         let (ino, mut off) = self.cursor();
-        if ino == 0 {
+        if ino == 0 && !self.from_start {
             // First sight: start at the end (history before the exporter is not replayed),
             // unless the file is new and empty.
             self.inode.raw().store(meta.ino(), Ordering::Release);
             self.set_offset(&file, meta.len())?;
             return Ok(out);
         }
-        if meta.ino() != ino {
+        if ino == 0 {
+            self.inode.raw().store(meta.ino(), Ordering::Release);
+            self.set_offset(&file, 0)?;
+            off = 0;
+        } else if meta.ino() != ino {
             out.rotated = true;
             self.drain_rotated(&mut out, deadline)?;
             // Inode first, then offset: a crash in between leaves an offset that the next run
@@ -232,7 +296,7 @@ impl Follower {
                     // A "line" longer than a chunk: skip it as malformed.
                     off += buf.len() as u64;
                     self.set_offset(&file, off)?;
-                    self.recorder.record_line(&[0x01]);
+                    self.recorder.overlong();
                     continue;
                 }
                 break; // partial last line: wait for its newline
@@ -241,10 +305,10 @@ impl Follower {
             // Claim the chunk before counting it (at most once).
             off += used;
             self.set_offset(&file, off)?;
-            self.recorder.tick();
+            self.recorder.batch();
             for line in buf[..last_nl].split(|&b| b == b'\n') {
                 if !line.is_empty() {
-                    self.recorder.record_line(line);
+                    self.recorder.line(line);
                 }
             }
             out.bytes += used;

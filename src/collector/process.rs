@@ -1,0 +1,316 @@
+//! Reading processes from `/proc` for the web-server and daemon process collectors: one scan
+//! of every process' `stat` (parent, name, CPU, memory, threads, start), and per reported
+//! process its open file descriptors and limit. Families follow the standard process metric
+//! names (`process_resident_memory_bytes`, `process_cpu_seconds_total`, …) under a prefix.
+//!
+//! A process that exits mid-scan is skipped; one whose `fd` directory is not readable (another
+//! user, without root) is reported without `open_fds`. Both are counted in
+//! `otrs_exporter_processes_unreadable{collector,reason}`, never an error.
+
+use std::collections::HashMap;
+
+use procfs::process::{Process, Stat};
+
+use crate::snapshot::{Family, MetricKind};
+
+/// Every process on the system: stat by PID, children by parent PID.
+pub struct ProcTable {
+    /// `/proc/<pid>/stat` of each process that could be read.
+    pub stats: HashMap<i32, Stat>,
+    /// Child PIDs of each PID, ascending.
+    pub children: HashMap<i32, Vec<i32>>,
+    boot: f64,
+    tps: f64,
+    page: f64,
+}
+
+impl ProcTable {
+    /// Scans `/proc`. Zombies are left out.
+    pub fn scan() -> std::io::Result<ProcTable> {
+        let mut stats = HashMap::new();
+        let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        let all = procfs::process::all_processes().map_err(std::io::Error::other)?;
+        for p in all.flatten() {
+            let Ok(st) = p.stat() else { continue };
+            if st.state == 'Z' || st.state == 'X' {
+                continue;
+            }
+            children.entry(st.ppid).or_default().push(st.pid);
+            stats.insert(st.pid, st);
+        }
+        for v in children.values_mut() {
+            v.sort_unstable();
+        }
+        Ok(ProcTable {
+            stats,
+            children,
+            boot: procfs::boot_time_secs().unwrap_or(0) as f64,
+            tps: procfs::ticks_per_second() as f64,
+            page: procfs::page_size() as f64,
+        })
+    }
+
+    /// The children of `pid` (empty if none).
+    pub fn children_of(&self, pid: i32) -> &[i32] {
+        self.children.get(&pid).map_or(&[], Vec::as_slice)
+    }
+
+    /// The command line of `pid`, arguments joined by single spaces (trailing empty
+    /// arguments of processes that rewrote their title dropped).
+    pub fn cmdline(&self, pid: i32) -> Option<String> {
+        let args = Process::new(pid).ok()?.cmdline().ok()?;
+        Some(args.join(" ").trim().to_owned())
+    }
+
+    /// The arguments of `pid`.
+    pub fn args(&self, pid: i32) -> Option<Vec<String>> {
+        Process::new(pid).ok()?.cmdline().ok()
+    }
+
+    /// Unix start time of `pid` in seconds.
+    pub fn start_time(&self, st: &Stat) -> f64 {
+        self.boot + st.starttime as f64 / self.tps
+    }
+}
+
+/// One process' figures.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcSample {
+    /// PID.
+    pub pid: i32,
+    /// Resident set size in bytes.
+    pub resident_bytes: f64,
+    /// Virtual memory size in bytes.
+    pub virtual_bytes: f64,
+    /// CPU time in user mode, seconds.
+    pub user_seconds: f64,
+    /// CPU time in kernel mode, seconds.
+    pub system_seconds: f64,
+    /// Threads.
+    pub threads: f64,
+    /// Unix start time, seconds.
+    pub start_time: f64,
+    /// Open file descriptors, if the `fd` directory was readable.
+    pub open_fds: Option<f64>,
+    /// Soft limit of open files (`+Inf` when unlimited), if readable.
+    pub max_fds: Option<f64>,
+}
+
+/// Outcome of sampling one process.
+pub enum Sampled {
+    /// Everything was read.
+    Full(ProcSample),
+    /// Read, but without the open file descriptors (permission denied).
+    Partial(ProcSample),
+    /// The process exited before it could be read.
+    Gone,
+}
+
+/// Soft limit of open files from `/proc/<pid>/limits` (`+Inf` when unlimited).
+fn max_open_files(pid: i32) -> std::io::Result<f64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits"))?;
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .ok_or_else(|| std::io::Error::other("no Max open files line"))?;
+    let soft = line["Max open files".len()..]
+        .split_whitespace()
+        .next()
+        .unwrap_or("");
+    Ok(if soft == "unlimited" {
+        f64::INFINITY
+    } else {
+        soft.parse().map_err(std::io::Error::other)?
+    })
+}
+
+/// Reads `pid`'s figures: CPU, memory, threads and start from the scan's `stat` (read a few
+/// milliseconds earlier), file descriptors and their limit now. A process whose `limits`
+/// file is gone exited meanwhile.
+pub fn sample(table: &ProcTable, pid: i32) -> Sampled {
+    let Some(st) = table.stats.get(&pid) else {
+        return Sampled::Gone;
+    };
+    let max_fds = match max_open_files(pid) {
+        Ok(v) => Some(v),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Sampled::Gone,
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Sampled::Gone,
+        Err(_) => None,
+    };
+    let open_fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|rd| rd.count() as f64)
+        .map_err(|e| e.kind());
+    let open_fds = match open_fds {
+        Ok(n) => Some(n),
+        Err(std::io::ErrorKind::NotFound) => return Sampled::Gone,
+        Err(_) => None,
+    };
+    let s = ProcSample {
+        pid,
+        resident_bytes: st.rss as f64 * table.page,
+        virtual_bytes: st.vsize as f64,
+        user_seconds: st.utime as f64 / table.tps,
+        system_seconds: st.stime as f64 / table.tps,
+        threads: st.num_threads as f64,
+        start_time: table.start_time(st),
+        open_fds,
+        max_fds,
+    };
+    if open_fds.is_none() {
+        Sampled::Partial(s)
+    } else {
+        Sampled::Full(s)
+    }
+}
+
+/// The per-process families under one prefix (`otrs_web_process`, `otrs_daemon_process`).
+pub struct ProcFamilies {
+    resident: Family,
+    virt: Family,
+    cpu: Family,
+    open_fds: Family,
+    max_fds: Family,
+    start: Family,
+    threads: Family,
+    /// Processes skipped because they vanished mid-scan.
+    pub gone: u64,
+    /// Processes reported without open_fds (permission denied).
+    pub denied: u64,
+}
+
+impl ProcFamilies {
+    /// Empty families named `<prefix>_…`; `what` completes the help texts ("web-server
+    /// process", "OTRS daemon process").
+    pub fn new(prefix: &str, what: &str) -> ProcFamilies {
+        let g = |suffix: &str, help: String| {
+            Family::new(format!("{prefix}_{suffix}"), help, MetricKind::Gauge)
+        };
+        ProcFamilies {
+            resident: g(
+                "resident_memory_bytes",
+                format!("Resident memory size of each {what}, in bytes."),
+            )
+            .with_unit("bytes"),
+            virt: g(
+                "virtual_memory_bytes",
+                format!("Virtual memory size of each {what}, in bytes."),
+            )
+            .with_unit("bytes"),
+            cpu: Family::new(
+                format!("{prefix}_cpu_seconds"),
+                format!("CPU time of each {what} by mode (user, system), in seconds."),
+                MetricKind::Counter,
+            )
+            .with_unit("seconds"),
+            open_fds: g(
+                "open_fds",
+                format!("Open file descriptors of each {what} (left out where /proc/<pid>/fd is not readable)."),
+            ),
+            max_fds: g(
+                "max_fds",
+                format!("Soft limit of open file descriptors of each {what}."),
+            ),
+            start: g(
+                "start_time_seconds",
+                format!("Start time of each {what}, in seconds since the Unix epoch."),
+            )
+            .with_unit("seconds"),
+            threads: g("threads", format!("Threads of each {what}.")),
+            gone: 0,
+            denied: 0,
+        }
+    }
+
+    /// Samples `pid` and adds its series with `labels`; returns whether it was reported.
+    pub fn add(&mut self, table: &ProcTable, pid: i32, labels: &[(&str, &str)]) -> bool {
+        let s = match sample(table, pid) {
+            Sampled::Full(s) => s,
+            Sampled::Partial(s) => {
+                self.denied += 1;
+                s
+            }
+            Sampled::Gone => {
+                self.gone += 1;
+                return false;
+            }
+        };
+        self.push(&s, labels);
+        true
+    }
+
+    /// Adds the series of one sample.
+    pub fn push(&mut self, s: &ProcSample, labels: &[(&str, &str)]) {
+        self.resident.push(labels, s.resident_bytes);
+        self.virt.push(labels, s.virtual_bytes);
+        let mut with_mode = labels.to_vec();
+        with_mode.push(("mode", "user"));
+        self.cpu.push(&with_mode, s.user_seconds);
+        with_mode.pop();
+        with_mode.push(("mode", "system"));
+        self.cpu.push(&with_mode, s.system_seconds);
+        if let Some(v) = s.open_fds {
+            self.open_fds.push(labels, v);
+        }
+        if let Some(v) = s.max_fds {
+            self.max_fds.push(labels, v);
+        }
+        self.start.push(labels, s.start_time);
+        self.threads.push(labels, s.threads);
+    }
+
+    /// The families, plus `otrs_exporter_processes_unreadable{collector,reason}`.
+    pub fn finish(self, collector: &str) -> Vec<Family> {
+        let mut unreadable = Family::new(
+            "otrs_exporter_processes_unreadable",
+            "Processes a process collector could not fully read in this scrape: gone = exited mid-scan (skipped), denied = /proc/<pid>/fd not readable (open_fds left out).",
+            MetricKind::Gauge,
+        );
+        unreadable.push(
+            &[("collector", collector), ("reason", "gone")],
+            self.gone as f64,
+        );
+        unreadable.push(
+            &[("collector", collector), ("reason", "denied")],
+            self.denied as f64,
+        );
+        vec![
+            self.resident,
+            self.virt,
+            self.cpu,
+            self.open_fds,
+            self.max_fds,
+            self.start,
+            self.threads,
+            unreadable,
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn own_process() {
+        let t = ProcTable::scan().unwrap();
+        let me = std::process::id() as i32;
+        assert!(t.stats.contains_key(&me));
+        let ppid = t.stats[&me].ppid;
+        assert!(t.children_of(ppid).contains(&me));
+        let Sampled::Full(s) = sample(&t, me) else {
+            panic!("own process is fully readable")
+        };
+        assert!(s.resident_bytes > 0.0 && s.virtual_bytes >= s.resident_bytes);
+        assert!(s.open_fds.unwrap() >= 3.0);
+        assert!(s.threads >= 1.0);
+        let now = crate::segment::now_unix();
+        assert!(s.start_time > now - 3600.0 && s.start_time <= now + 1.0);
+        assert!(t.cmdline(me).unwrap().contains("otrs_exporter"));
+        let mut f = ProcFamilies::new("x_process", "test process");
+        assert!(f.add(&t, me, &[("worker", "1")]));
+        assert!(!f.add(&t, i32::MAX - 1, &[("worker", "2")]));
+        let fams = f.finish("t");
+        assert_eq!(fams[2].series.len(), 2, "user and system");
+        assert_eq!(fams[7].series[0].value, crate::snapshot::Value::Scalar(1.0));
+    }
+}
