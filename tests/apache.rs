@@ -690,7 +690,11 @@ fn robust_through_apache_long_uris_vanishing_clients_load_and_flat_memory() {
     let statuses = parallel_scrapes(&a, 200);
     let ok = statuses.iter().filter(|&&s| s == 200).count();
     let busy = statuses.iter().filter(|&&s| s == 503).count();
-    assert_eq!(ok + busy, 200, "only 200s and Apache's own 503s: {statuses:?}");
+    assert_eq!(
+        ok + busy,
+        200,
+        "only 200s and Apache's own 503s: {statuses:?}"
+    );
     // How many mod_fcgid turns away depends on the machine's load (MaxProcesses 8); most must
     // be served.
     assert!(ok >= 100, "only {ok} of 200 served, {busy} refused");
