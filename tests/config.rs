@@ -42,7 +42,7 @@ fn defaults_when_default_file_is_missing() {
     let l = load_from(Path::new("/nonexistent/otrs-exporter.toml"), false, &no_env).unwrap();
     assert_eq!(l.config, Config::default());
     assert_eq!(l.path, None);
-    assert_eq!(l.sources.len(), 26);
+    assert_eq!(l.sources.len(), 42);
     assert!(l.sources.values().all(|s| *s == Source::Default));
     let c = &l.config;
     assert_eq!(c.otrs_home, Path::new("/opt/otrs"));
@@ -479,7 +479,7 @@ fn example_file_documents_every_key() {
             "key {key} (line {line}) has no comment above it"
         );
     }
-    assert_eq!(l.sources.len(), 26);
+    assert_eq!(l.sources.len(), 42);
 }
 
 #[test]

@@ -21,14 +21,17 @@
 //! The shipped `config.example.toml` at the repository root documents every key with its
 //! default; a test keeps it equal to [`Config::default()`].
 
+mod db;
 mod error;
 mod load;
+pub mod otrs_pm;
 
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use db::{DbConfig, DbTtl, Secret, DB_COLLECTORS};
 pub use error::ConfigError;
 pub use load::{env_var_name, load, load_from, resolve_path, resolve_path_with, Loaded, Source};
 
@@ -62,6 +65,8 @@ pub struct Config {
     pub web: WebConfig,
     /// Web request metrics from access logs (`[ingest]`).
     pub ingest: IngestConfig,
+    /// The OTRS database (`[db]`).
+    pub db: DbConfig,
 }
 
 impl Default for Config {
@@ -73,6 +78,7 @@ impl Default for Config {
             gc: GcConfig::default(),
             web: WebConfig::default(),
             ingest: IngestConfig::default(),
+            db: DbConfig::default(),
         }
     }
 }
@@ -212,7 +218,8 @@ impl Config {
                 "must be greater than 0 and at most 300".into(),
             ));
         }
-        self.ingest.check()
+        self.ingest.check()?;
+        self.db.check()
     }
 }
 
