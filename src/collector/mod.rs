@@ -7,10 +7,16 @@
 //! about HTTP.
 
 pub mod access_log;
+pub mod articles;
+pub mod daemon;
+pub mod db;
 pub mod exporter;
+pub mod mail;
 pub mod runner;
 pub mod segment;
 mod selection;
+pub mod sessions;
+pub mod tickets;
 
 use std::time::Instant;
 
