@@ -33,6 +33,7 @@ use crate::snapshot::{Family, MetricKind};
 const FAILURE_BACKOFF: f64 = 15.0;
 
 /// What one refresh produced.
+#[derive(Debug)]
 pub struct Refreshed {
     /// The metric families.
     pub families: Vec<Family>,
