@@ -79,8 +79,10 @@ impl TestDb {
     }
 
     fn config(&self) -> Config {
-        let mut c = Config::default();
-        c.otrs_home = "/nonexistent-otrs".into();
+        let mut c = Config {
+            otrs_home: "/nonexistent-otrs".into(),
+            ..Default::default()
+        };
         c.db.driver = self.driver.as_str().into();
         c.db.host = "127.0.0.1".into();
         c.db.port = self.driver.default_port();

@@ -69,13 +69,16 @@ fn max_id(db: &mut dyn Db, table: &str) -> Result<i64, DbError> {
         .unwrap_or(0))
 }
 
+/// Adds the rows with ids in (from, to] to a counter.
+type CountRange = dyn Fn(&mut dyn Db, &mut CountState, i64, i64) -> Result<(), DbError>;
+
 /// Advances one counter over `table`; `count` adds the rows of an id range.
 fn advance(
     db: &mut dyn Db,
     table: &str,
     prev: Option<CountState>,
     now: i64,
-    count: &dyn Fn(&mut dyn Db, &mut CountState, i64, i64) -> Result<(), DbError>,
+    count: &CountRange,
 ) -> Result<CountState, DbError> {
     let max = max_id(db, table)?;
     let first = prev.is_none();
