@@ -793,7 +793,7 @@ mod tests {
     #[test]
     fn datetimes() {
         assert_eq!(datetime(0), "1970-01-01 00:00:00");
-        assert_eq!(datetime(1_795_885_565), "2026-11-27 17:06:05");
+        assert_eq!(datetime(1_795_885_565), "2026-11-28 17:06:05");
         assert_eq!(datetime(951_782_400), "2000-02-29 00:00:00");
     }
 
