@@ -121,7 +121,7 @@ fn unknown_top_level_key() {
     assert_eq!(
         msg,
         format!(
-            "{}:2: unknown key `listen` in the top level; allowed keys there: gc, ingest, log_level, otrs_home, segment, web",
+            "{}:2: unknown key `listen` in the top level; allowed keys there: db, gc, ingest, log_level, otrs_home, segment, web",
             p.display()
         )
     );
@@ -406,7 +406,7 @@ fn describe_shows_values_and_sources() {
     print!("{d}");
     let lines: Vec<&str> = d.lines().collect();
     assert_eq!(lines[0], format!("# config file: {}", p.display()));
-    assert_eq!(lines.len(), 27);
+    assert_eq!(lines.len(), 43);
     let body = &lines[1..];
     // Sorted by key.
     let keys: Vec<&str> = body.iter().map(|l| l.split(' ').next().unwrap()).collect();
