@@ -74,5 +74,5 @@ for d in postgresql mysql; do
   "${CARGO_TARGET_DIR:-target}/release/examples/db_bench" "$d" "$DB"
   echo
 done
-$PG -c "DROP DATABASE IF EXISTS $DB"
-$MY -e "DROP DATABASE IF EXISTS $DB"
+[ -n "${KEEP:-}" ] || $PG -c "DROP DATABASE IF EXISTS $DB"
+[ -n "${KEEP:-}" ] || $MY -e "DROP DATABASE IF EXISTS $DB"
