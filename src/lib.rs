@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod db;
 pub mod demo;
 pub mod exposition;
 pub mod front;

@@ -91,6 +91,7 @@ impl Service {
         if !config.ingest.access_log.is_empty() {
             runner = runner.with_first(AccessLogCollector::new(source.clone(), &config.ingest));
         }
+        runner = with_db_collectors(runner, &config, &source);
         if OtrsLogCollector::is_enabled(&config.otrs_log) {
             runner = runner.with_first(OtrsLogCollector::new(source.clone(), &config.otrs_log));
         }
@@ -209,6 +210,65 @@ impl Service {
         );
         Response::new(200, "text/html; charset=utf-8", body)
     }
+}
+
+/// Adds the DB collectors (`db` plus those in `db.enabled`) when a database is configured in
+/// `[db]` or `<otrs_home>/Kernel/Config.pm` exists. Without either they are absent (an
+/// exporter for web metrics only); with a Config.pm that cannot be used they are registered
+/// and fail with the reason, so the admin sees it in `otrs_exporter_collector_success` and
+/// the log.
+pub fn with_db_collectors(
+    mut runner: Runner,
+    config: &Config,
+    source: &Arc<SegmentSource>,
+) -> Runner {
+    use crate::collector::db::{DbCollector, DbUpCollector, Ping};
+    use crate::collector::{articles, daemon, mail, sessions, tickets};
+    let d = &config.db;
+    if d.enabled.is_empty() {
+        return runner;
+    }
+    let settings = match crate::db::resolve(config) {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => {
+            log::debug!(
+                "no database collectors: no {} and no [db] settings",
+                config.otrs_home.join("Kernel/Config.pm").display()
+            );
+            return runner;
+        }
+        Err(e) => {
+            log::error!("database collectors cannot run: {e}");
+            Err(e)
+        }
+    };
+    let handle = Arc::new(crate::db::DbHandle::new(settings));
+    let ttl = |name: &str| Duration::from_secs(d.ttl_seconds.of(name));
+    let ping_ttl = d
+        .enabled
+        .iter()
+        .map(|n| d.ttl_seconds.of(n))
+        .min()
+        .unwrap_or(15)
+        .min(15);
+    runner = runner.with(DbUpCollector(DbCollector::new(
+        Ping,
+        handle.clone(),
+        source.clone(),
+        Duration::from_secs(ping_ttl),
+    )));
+    for name in &d.enabled {
+        let (h, s) = (handle.clone(), source.clone());
+        runner = match name.as_str() {
+            "tickets" => runner.with(DbCollector::new(tickets::Tickets, h, s, ttl(name))),
+            "articles" => runner.with(DbCollector::new(articles::Articles, h, s, ttl(name))),
+            "mail" => runner.with(DbCollector::new(mail::Mail, h, s, ttl(name))),
+            "daemon" => runner.with(DbCollector::new(daemon::Daemon, h, s, ttl(name))),
+            "sessions" => runner.with(DbCollector::new(sessions::Sessions, h, s, ttl(name))),
+            _ => runner,
+        };
+    }
+    runner
 }
 
 fn html_escape(s: &str) -> String {

@@ -7,14 +7,20 @@
 //! about HTTP.
 
 pub mod access_log;
+pub mod articles;
 pub mod cache;
+pub mod daemon;
 pub mod daemon_processes;
+pub mod db;
 pub mod exporter;
+pub mod mail;
 pub mod otrs_log;
 pub mod process;
 pub mod runner;
 pub mod segment;
 mod selection;
+pub mod sessions;
+pub mod tickets;
 pub mod web_processes;
 
 use std::time::Instant;

@@ -21,14 +21,17 @@
 //! The shipped `config.example.toml` at the repository root documents every key with its
 //! default; a test keeps it equal to [`Config::default()`].
 
+mod db;
 mod error;
 mod load;
+pub mod otrs_pm;
 
 use std::fmt;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use db::{DbConfig, DbTtl, Secret, DB_COLLECTORS};
 pub use error::ConfigError;
 pub use load::{env_var_name, load, load_from, resolve_path, resolve_path_with, Loaded, Source};
 
@@ -70,6 +73,8 @@ pub struct Config {
     pub otrs_log: OtrsLogConfig,
     /// The OTRS cache backends (`[cache]`).
     pub cache: CacheConfig,
+    /// The OTRS database (`[db]`).
+    pub db: DbConfig,
 }
 
 impl Default for Config {
@@ -85,6 +90,7 @@ impl Default for Config {
             daemon: DaemonConfig::default(),
             otrs_log: OtrsLogConfig::default(),
             cache: CacheConfig::default(),
+            db: DbConfig::default(),
         }
     }
 }
@@ -225,6 +231,7 @@ impl Config {
             ));
         }
         self.ingest.check()?;
+        self.db.check()?;
         self.daemon.check()?;
         self.otrs_log.check()?;
         self.cache.check()

@@ -1,0 +1,88 @@
+//! PostgreSQL through the synchronous `postgres` crate (no TLS).
+
+use std::time::Duration;
+
+use super::{Cell, Db, DbError, DbSettings, Driver, Row};
+
+/// A PostgreSQL connection.
+pub struct PgDb {
+    client: postgres::Client,
+    version: String,
+}
+
+impl PgDb {
+    /// Connects with the given settings within `timeout`.
+    pub fn connect(s: &DbSettings, timeout: Duration) -> Result<PgDb, DbError> {
+        let mut c = postgres::Config::new();
+        match (&s.socket, &s.host) {
+            (Some(dir), _) => c.host_path(dir),
+            (None, Some(h)) => c.host(h),
+            (None, None) => c.host_path("/var/run/postgresql"),
+        };
+        c.port(s.port)
+            .dbname(&s.name)
+            .user(&s.user)
+            .application_name("otrs-exporter")
+            .connect_timeout(timeout)
+            // Give up on a server that stops answering (statement_timeout covers slow SQL).
+            .tcp_user_timeout(s.statement_timeout + Duration::from_secs(5));
+        if !s.password.is_empty() {
+            c.password(s.password.expose());
+        }
+        let mut client = c.connect(postgres::NoTls).map_err(pg_err)?;
+        let version = client
+            .query_one("SHOW server_version", &[])
+            .map_err(pg_err)?
+            .get::<_, String>(0);
+        Ok(PgDb { client, version })
+    }
+}
+
+fn pg_err(e: postgres::Error) -> DbError {
+    // `db error: ERROR: ...` → keep the server's words.
+    match e.as_db_error() {
+        Some(db) => DbError(format!("{}: {}", db.severity(), db.message())),
+        None => DbError(e.to_string()),
+    }
+}
+
+impl Db for PgDb {
+    fn driver(&self) -> Driver {
+        Driver::Postgres
+    }
+
+    fn version(&self) -> &str {
+        &self.version
+    }
+
+    fn begin_read_only(&mut self, timeout: Duration) -> Result<(), DbError> {
+        let ms = timeout.as_millis().max(1);
+        self.client
+            .batch_execute(&format!(
+                "BEGIN TRANSACTION READ ONLY; SET LOCAL statement_timeout = {ms}"
+            ))
+            .map_err(pg_err)
+    }
+
+    fn query(&mut self, sql: &str) -> Result<Vec<Row>, DbError> {
+        let msgs = self.client.simple_query(sql).map_err(pg_err)?;
+        let mut rows = Vec::new();
+        for m in msgs {
+            if let postgres::SimpleQueryMessage::Row(r) = m {
+                rows.push(
+                    (0..r.len())
+                        .map(|i| match r.get(i) {
+                            Some(t) => Cell::Text(t.to_string()),
+                            None => Cell::Null,
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(rows)
+    }
+
+    fn end(&mut self) -> Result<(), DbError> {
+        self.client.batch_execute("ROLLBACK").map_err(pg_err)
+    }
+}
