@@ -29,9 +29,7 @@ fn main() -> anyhow::Result<()> {
     let mut times = Vec::with_capacity(n);
     let mut series = 0;
     for _ in 0..n {
-        let ctx = Context {
-            deadline: Instant::now() + Duration::from_secs(10),
-        };
+        let ctx = Context::new(Instant::now() + Duration::from_secs(10));
         let t = Instant::now();
         let fams = c.collect(&ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
         times.push(t.elapsed());

@@ -93,7 +93,7 @@ fn main() {
             source.clone(),
             Duration::from_secs(3600),
         );
-        let ctx = Context { deadline: far() };
+        let ctx = Context::new(far());
         coll.collect(&ctx).unwrap();
         let n = 200;
         let cached = time(&mut || {

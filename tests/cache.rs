@@ -17,9 +17,7 @@ use otrs_exporter::snapshot::{Family, Value};
 const DB: u32 = 13;
 
 fn ctx() -> Context {
-    Context {
-        deadline: Instant::now() + Duration::from_secs(5),
-    }
+    Context::new(Instant::now() + Duration::from_secs(5))
 }
 
 fn get(fams: &[Family], name: &str, labels: &[(&str, &str)]) -> Option<f64> {

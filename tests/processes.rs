@@ -20,9 +20,7 @@ use otrs_exporter::snapshot::{Family, Value};
 mod common;
 
 fn ctx() -> Context {
-    Context {
-        deadline: Instant::now() + Duration::from_secs(5),
-    }
+    Context::new(Instant::now() + Duration::from_secs(5))
 }
 
 fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {

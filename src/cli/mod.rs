@@ -323,9 +323,9 @@ pub fn main() -> Result<()> {
                 let source = crate::collector::segment::SegmentSource::new(opts);
                 let c = crate::collector::otrs_log::OtrsLogCollector::new(source, o);
                 loop {
-                    let ctx = crate::collector::Context {
-                        deadline: std::time::Instant::now() + Duration::from_secs(10),
-                    };
+                    let ctx = crate::collector::Context::new(
+                        std::time::Instant::now() + Duration::from_secs(10),
+                    );
                     if let Err(e) = c.collect(&ctx) {
                         log::warn!("{e}");
                     }

@@ -72,10 +72,19 @@ pub fn read_pid_file(path: &Path) -> PidFile {
 /// Main daemon processes found by command line: `*.Daemon.pl` with a `start` argument, whose
 /// parent is not one.
 pub fn search_daemons(table: &ProcTable) -> Vec<i32> {
-    let is_main = |pid: i32| {
+    // Only Perl (or the script itself, started via its shebang) can be the daemon: skip
+    // reading the command line of every other process.
+    let may_be_daemon = |pid: i32| {
         table
-            .args(pid)
-            .is_some_and(|a| is_daemon_cmdline(&a) && a.iter().any(|x| x == "start"))
+            .stats
+            .get(&pid)
+            .is_some_and(|s| s.comm.starts_with("perl") || s.comm.contains(".Daemon"))
+    };
+    let is_main = |pid: i32| {
+        may_be_daemon(pid)
+            && table
+                .args(pid)
+                .is_some_and(|a| is_daemon_cmdline(&a) && a.iter().any(|x| x == "start"))
     };
     let mut out: Vec<i32> = table
         .stats
@@ -203,8 +212,9 @@ impl Collector for DaemonProcessCollector {
         "daemon_processes"
     }
 
-    fn collect(&self, _ctx: &Context) -> Result<Vec<Family>, CollectError> {
-        let table = ProcTable::scan().map_err(|e| CollectError::new(format!("/proc: {e}")))?;
+    fn collect(&self, ctx: &Context) -> Result<Vec<Family>, CollectError> {
+        let table = ProcTable::scan_shared(ctx.scrape)
+            .map_err(|e| CollectError::new(format!("/proc: {e}")))?;
         let pid_file = read_pid_file(&self.pid_file);
         let from_file = match pid_file {
             PidFile::Pid(p) => table

@@ -35,6 +35,20 @@ use crate::snapshot::Family;
 pub struct Context {
     /// When the scrape must be answered; collectors doing slow I/O should give up by then.
     pub deadline: Instant,
+    /// Identifies the scrape (unique within the process), so collectors of one scrape can
+    /// share work such as one `/proc` scan.
+    pub scrape: u64,
+}
+
+impl Context {
+    /// The context of a new scrape that must be answered by `deadline`.
+    pub fn new(deadline: Instant) -> Context {
+        static SCRAPES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Context {
+            deadline,
+            scrape: SCRAPES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        }
+    }
 }
 
 /// Why a collector produced nothing (its families are left out; `collector_success` is 0).

@@ -50,6 +50,25 @@ impl ProcTable {
         })
     }
 
+    /// A scan shared by the collectors of one scrape (`scrape` = [`Context::scrape`]), so the
+    /// web-server and daemon collectors running side by side read `/proc` once; the next
+    /// scrape scans again.
+    ///
+    /// [`Context::scrape`]: crate::collector::Context::scrape
+    pub fn scan_shared(scrape: u64) -> std::io::Result<std::sync::Arc<ProcTable>> {
+        use std::sync::{Arc, Mutex};
+        static LAST: Mutex<Option<(u64, Arc<ProcTable>)>> = Mutex::new(None);
+        let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((id, table)) = last.as_ref() {
+            if *id == scrape {
+                return Ok(table.clone());
+            }
+        }
+        let table = Arc::new(ProcTable::scan()?);
+        *last = Some((scrape, table.clone()));
+        Ok(table)
+    }
+
     /// The children of `pid` (empty if none).
     pub fn children_of(&self, pid: i32) -> &[i32] {
         self.children.get(&pid).map_or(&[], Vec::as_slice)

@@ -70,7 +70,7 @@ impl Runner {
     pub fn run(&self, selection: &Selection, timeout: Duration) -> Scrape {
         let start = Instant::now();
         let deadline = start + timeout;
-        let ctx = Context { deadline };
+        let ctx = Context::new(deadline);
         let selected: Vec<(usize, Arc<dyn Collector>)> = self
             .collectors
             .iter()

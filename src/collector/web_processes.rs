@@ -87,8 +87,9 @@ impl Collector for WebProcessCollector {
         "web_processes"
     }
 
-    fn collect(&self, _ctx: &Context) -> Result<Vec<Family>, CollectError> {
-        let table = ProcTable::scan().map_err(|e| CollectError::new(format!("/proc: {e}")))?;
+    fn collect(&self, ctx: &Context) -> Result<Vec<Family>, CollectError> {
+        let table = ProcTable::scan_shared(ctx.scrape)
+            .map_err(|e| CollectError::new(format!("/proc: {e}")))?;
         let servers = find_servers(&table, &self.cfg.server_cmdline);
         let mut fams = ProcFamilies::new("otrs_web_process", "web-server process");
         let mut count = Family::new(
