@@ -188,6 +188,16 @@ fn child_entry() {
             }
             println!("done");
         }
+        "families" => {
+            // New families, each with a series, as fast as possible.
+            let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
+            println!("ready");
+            for i in 0..n {
+                let def = FamilyDef::counter(&format!("t_dyn_{i}"), "A family registered late");
+                w.inc(&def, &[]).unwrap();
+            }
+            println!("done");
+        }
         "churn" => {
             // Structural churn: new series (inserts, rehashes, growth) and GC, until killed.
             let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
@@ -760,4 +770,28 @@ fn validating_while_another_process_grows_the_file_never_recreates_it() {
     );
     let fams = seg.read(&ReadOptions::default()).unwrap();
     assert_eq!(total(&fams, "t_worker_events"), n as f64);
+}
+
+#[test]
+fn reading_while_another_process_registers_families_is_not_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    let mut kid = child("families", &path, &[("SEG_N", "400".into())])
+        .spawn()
+        .unwrap();
+    let mut reads = 0;
+    while kid.try_wait().unwrap().is_none() {
+        // A family registered after a read listed the families must not look like damage.
+        seg.read(&ReadOptions::default())
+            .expect("a read racing a family registration succeeds");
+        reads += 1;
+    }
+    assert!(kid.wait().unwrap().success());
+    assert!(reads > 10, "only {reads} reads raced the registrations");
+    let fams = seg.read(&ReadOptions::default()).unwrap();
+    assert_eq!(
+        fams.iter().filter(|f| f.name.starts_with("t_dyn_")).count(),
+        400
+    );
 }

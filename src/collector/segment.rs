@@ -89,7 +89,18 @@ impl Collector for SegmentCollector {
         });
         match checked {
             Ok(fams) => Ok(fams),
-            Err(SegmentError::Corrupt(reason)) => {
+            Err(SegmentError::Corrupt(first)) => {
+                // Recreating loses every value: be sure. A second, cold read that still finds
+                // damage confirms it; one that succeeds means the first saw something in motion.
+                std::thread::sleep(std::time::Duration::from_millis(20));
+                let reason = match seg.check().and_then(|_| seg.read(&self.read)) {
+                    Ok(fams) => {
+                        log::warn!("segment read failed once ({first}), the retry succeeded");
+                        return Ok(fams);
+                    }
+                    Err(SegmentError::Corrupt(reason)) => reason,
+                    Err(e) => return Err(CollectError::new(e)),
+                };
                 // Values in a corrupt segment cannot be trusted: start over, say so.
                 let err = format!("shared segment was corrupt ({reason}); it has been recreated");
                 self.source
