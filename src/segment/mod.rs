@@ -352,46 +352,46 @@ impl Segment {
 
     /// Replaces a corrupt segment with a fresh one (under the semaphore) and returns it.
     pub fn recreate(&self, reason: &str) -> Result<Segment, SegmentError> {
-        let opts = &self.inner.opts;
-        let guard = self
-            .inner
-            .sem
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .lock(opts.lock_timeout)?;
-        // Someone else may have recreated it already.
-        if !self.is_stale() {
-            log::error!(
-                "segment {} is corrupt ({reason}); recreating it, previous values are lost",
-                opts.path.display()
-            );
-            self.inner
-                .map
-                .u64_unchecked(H_SUPERSEDED)
-                .store(1, Ordering::Release);
-            let key = self.sem_key();
-            Self::create_file(opts, key)?;
-        }
-        drop(guard);
-        self.reopen()
+        self.replace_file(Some(reason))
     }
 
     /// Empties the segment: a fresh file replaces the current one, every process reopens it on
     /// its next access. Counters restart from zero (Prometheus handles the reset).
     pub fn clear(&self) -> Result<Segment, SegmentError> {
+        self.replace_file(None)
+    }
+
+    /// Under the semaphore (taken raw: the current file may be too damaged for the usual
+    /// repair on locking), writes a fresh file at the path, then flags the old mapping so the
+    /// processes still using it reopen. For a corrupt segment (`reason`), nothing is replaced
+    /// when another process already did it.
+    fn replace_file(&self, reason: Option<&str>) -> Result<Segment, SegmentError> {
         let opts = &self.inner.opts;
+        let key = self.sem_key();
         let guard = self
             .inner
             .sem
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .lock(opts.lock_timeout)?;
-        Self::create_file(opts, self.sem_key())?;
-        // Tell processes that still map the old file.
-        self.inner
-            .map
-            .u64_unchecked(H_SUPERSEDED)
-            .store(1, Ordering::Release);
+        let replace = match reason {
+            None => true,
+            Some(reason) if !self.is_stale() => {
+                log::error!(
+                    "segment {} is corrupt ({reason}); recreating it, previous values are lost",
+                    opts.path.display()
+                );
+                true
+            }
+            Some(_) => false,
+        };
+        if replace {
+            Self::create_file(opts, key)?;
+            self.inner
+                .map
+                .u64_unchecked(H_SUPERSEDED)
+                .store(1, Ordering::Release);
+        }
         drop(guard);
         self.reopen()
     }
