@@ -158,13 +158,15 @@ impl Snapshot {
         }
         self.families = merged.into_values().collect();
         for fam in &mut self.families {
-            if !fam
+            // Strictly ascending (the segment's usual output) means sorted and unique.
+            if fam
                 .series
-                .is_sorted_by(|a, b| cmp_labels(&a.labels, &b.labels).is_le())
+                .is_sorted_by(|a, b| cmp_labels(&a.labels, &b.labels).is_lt())
             {
-                fam.series
-                    .sort_unstable_by(|a, b| cmp_labels(&a.labels, &b.labels));
+                continue;
             }
+            fam.series
+                .sort_unstable_by(|a, b| cmp_labels(&a.labels, &b.labels));
             // Two series with identical labels would make the output invalid; sum them.
             fam.series.dedup_by(|later, earlier| {
                 if cmp_labels(&later.labels, &earlier.labels).is_ne() {

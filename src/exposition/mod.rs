@@ -176,21 +176,25 @@ pub fn render(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>) {
     }
 }
 
-/// Escaped label text remembered between renders, for label sets that are shared between
-/// scrapes (see [`crate::segment::ReadCache`]): a warm render copies each series' label block
-/// instead of validating and escaping it again. Keep one per process.
+/// Sample-line text remembered between renders, for label sets that are shared between
+/// scrapes (see [`crate::segment::ReadCache`]): a warm render writes each sample line as one
+/// copy of its cached `name_suffix{labels} ` prefix plus the value, instead of validating,
+/// escaping and assembling the line again. Keep one per process.
 #[derive(Default)]
 pub struct RenderCache {
-    map: rustc_hash::FxHashMap<usize, CachedLabels>,
+    map: rustc_hash::FxHashMap<usize, CachedSeries>,
     renders: u64,
 }
 
-struct CachedLabels {
+struct CachedSeries {
     /// Holds the label set, so its address cannot be reused by another one while cached.
     _labels: Labels,
     escaped: Vec<u8>,
     ok_plain: bool,
     ok_histogram: bool,
+    /// What `lines` was built for ([`Scratch::line_key`]); 0 = not built.
+    lines_key: u64,
+    lines: Lines,
     seen: u64,
 }
 
@@ -201,7 +205,7 @@ impl RenderCache {
     }
 }
 
-/// [`render`] with a cache of escaped label text that persists between calls.
+/// [`render`] with a cache of sample-line text that persists between calls.
 pub fn render_cached(
     snapshot: &Snapshot,
     format: Format,
@@ -228,19 +232,88 @@ pub fn render_cached(
     }
 }
 
+/// The fixed part of each sample line of one series, in the order the writer emits them:
+/// `name_suffix{labels} ` (or `name_bucket{labels,le="…"} `), without value or newline.
+#[derive(Default)]
+pub(crate) struct Lines {
+    text: Vec<u8>,
+    ends: Vec<u32>,
+}
+
+impl Lines {
+    fn clear(&mut self) {
+        self.text.clear();
+        self.ends.clear();
+    }
+
+    /// Appends the prefix `name suffix{labels} ` (braces only when there are labels).
+    pub(crate) fn sample(&mut self, name: &[u8], suffix: &[u8], labels: &[u8]) {
+        text::sample_start(&mut self.text, name, suffix, labels);
+        self.ends.push(self.text.len() as u32);
+    }
+
+    /// Appends one `_bucket` prefix per finite bound of `le`, then the `+Inf` one.
+    pub(crate) fn buckets(&mut self, name: &[u8], labels: &[u8], le: &LeCache) {
+        for i in 0..le.len() {
+            text::bucket_start(&mut self.text, name, labels);
+            self.text.extend_from_slice(le.get(i));
+            self.text.extend_from_slice(b"\"} ");
+            self.ends.push(self.text.len() as u32);
+        }
+        text::bucket_start(&mut self.text, name, labels);
+        self.text.extend_from_slice(b"+Inf\"} ");
+        self.ends.push(self.text.len() as u32);
+    }
+
+    /// Prefix `i`, in the order they were appended.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.text[start..self.ends[i] as usize]
+    }
+}
+
 /// Buffers reused across families and series while rendering.
 #[derive(Default)]
 pub(crate) struct Scratch<'c> {
-    /// Escaped label text kept between renders, when the caller keeps one.
+    /// Sample-line text kept between renders, when the caller keeps one.
     cache: Option<&'c mut RenderCache>,
     /// The current series' escaped label pairs, without braces.
     labels: Vec<u8>,
+    /// The current series' line prefixes, when there is no cache.
+    lines: Lines,
     /// Cached `le` values of the last bucket layout.
     le: LeCache,
     /// Label names (their shared allocations) of the last series whose names were valid, so
     /// consecutive series with the same names are not validated again.
     valid_names: Vec<usize>,
     valid_for_histogram: bool,
+}
+
+impl Scratch<'_> {
+    /// What a series' line prefixes depend on besides its labels: the family (`family_key`,
+    /// from [`family_key`]) and, for histograms, the bucket layout. Never 0.
+    fn line_key(&self, family_key: u64, histogram: bool) -> u64 {
+        let k = if histogram {
+            family_key ^ self.le.hash.rotate_left(17)
+        } else {
+            family_key
+        };
+        k | 1
+    }
+}
+
+/// 64-bit FNV-1a.
+fn fnv(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Identifies a family's line text: name, kind and format.
+pub(crate) fn family_key(fam: &Family, om: bool) -> u64 {
+    let h = fnv(fam.name.as_bytes());
+    h ^ ((fam.kind as u64) << 1 | u64::from(om)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
 /// Formatted `le` label values for one bucket layout, reused while consecutive series share
@@ -252,6 +325,8 @@ pub(crate) struct LeCache {
     ends: Vec<usize>,
     om: bool,
     valid: bool,
+    /// Hash of the bounds and format, for [`Scratch::line_key`].
+    hash: u64,
 }
 
 impl LeCache {
@@ -282,6 +357,14 @@ impl LeCache {
         }
         self.om = om;
         self.valid = true;
+        self.hash = fnv(&self.text)
+            ^ (self.bounds.len() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ u64::from(om);
+    }
+
+    /// Number of bounds.
+    pub(crate) fn len(&self) -> usize {
+        self.ends.len()
     }
 
     /// The formatted bound of bucket `i`.
@@ -296,30 +379,44 @@ pub(crate) fn family_ok(fam: &Family) -> bool {
     crate::snapshot::is_valid_metric_name(&fam.name)
 }
 
-/// Writes the series' label pairs (escaped, comma separated, no braces) into `buf`, or returns
-/// `false` if the series must be skipped: an invalid or duplicate label name, a reserved `le`
-/// label on a histogram, or a value of the wrong shape for the family's kind.
-pub(crate) fn prepare_series(kind: MetricKind, series: &Series, scratch: &mut Scratch) -> bool {
+/// Returns the series' line prefixes (built by `build` from the escaped label pairs and the
+/// `le` texts, or taken from the cache), or `None` if the series must be skipped: an invalid
+/// or duplicate label name, a reserved `le` label on a histogram, or a value of the wrong
+/// shape for the family's kind. For histograms the `le` texts are prepared here first.
+pub(crate) fn prepare_series<'s>(
+    kind: MetricKind,
+    series: &Series,
+    family_key: u64,
+    om: bool,
+    scratch: &'s mut Scratch,
+    build: impl FnOnce(&[u8], &LeCache, &mut Lines),
+) -> Option<&'s Lines> {
     let value_ok = match (kind, &series.value) {
         (MetricKind::Histogram, Value::Histogram { buckets, .. }) => buckets_ok(buckets),
         (MetricKind::Histogram, _) | (_, Value::Histogram { .. }) => false,
         _ => true,
     };
     if !value_ok {
-        return false;
+        return None;
     }
     let histogram = kind == MetricKind::Histogram;
+    if let Value::Histogram { buckets, .. } = &series.value {
+        scratch.le.prepare(finite_buckets(buckets), om);
+    }
+    let line_key = scratch.line_key(family_key, histogram);
     if let Some(cache) = scratch.cache.as_deref_mut() {
         let key = Arc::as_ptr(&series.labels) as *const () as usize;
         let renders = cache.renders;
         let entry = cache.map.entry(key).or_insert_with(|| {
             let mut escaped = Vec::new();
             write_labels(&series.labels, &mut escaped);
-            CachedLabels {
+            CachedSeries {
                 _labels: series.labels.clone(),
                 escaped,
                 ok_plain: labels_ok(&series.labels, false),
                 ok_histogram: labels_ok(&series.labels, true),
+                lines_key: 0,
+                lines: Lines::default(),
                 seen: renders,
             }
         });
@@ -329,11 +426,14 @@ pub(crate) fn prepare_series(kind: MetricKind, series: &Series, scratch: &mut Sc
         } else {
             entry.ok_plain
         }) {
-            return false;
+            return None;
         }
-        scratch.labels.clear();
-        scratch.labels.extend_from_slice(&entry.escaped);
-        return true;
+        if entry.lines_key != line_key {
+            entry.lines.clear();
+            build(&entry.escaped, &scratch.le, &mut entry.lines);
+            entry.lines_key = line_key;
+        }
+        return Some(&entry.lines);
     }
     let same_names = scratch.valid_for_histogram == histogram
         && scratch.valid_names.len() == series.labels.len()
@@ -344,7 +444,7 @@ pub(crate) fn prepare_series(kind: MetricKind, series: &Series, scratch: &mut Sc
             .all(|(p, (n, _))| *p == n.as_ptr() as usize);
     if !same_names {
         if !labels_ok(&series.labels, histogram) {
-            return false;
+            return None;
         }
         scratch.valid_names.clear();
         scratch
@@ -354,7 +454,9 @@ pub(crate) fn prepare_series(kind: MetricKind, series: &Series, scratch: &mut Sc
     }
     scratch.labels.clear();
     write_labels(&series.labels, &mut scratch.labels);
-    true
+    scratch.lines.clear();
+    build(&scratch.labels, &scratch.le, &mut scratch.lines);
+    Some(&scratch.lines)
 }
 
 /// Writes label pairs escaped, comma separated, without braces.
@@ -407,7 +509,7 @@ pub(crate) fn finite_buckets(buckets: &[(f64, u64)]) -> &[(f64, u64)] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::snapshot::Family;
+    use crate::snapshot::{Family, Text};
 
     const PROM2: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
     const PROM3: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
@@ -617,5 +719,58 @@ mod tests {
         assert_eq!(c.get(1), b"1.0");
         c.prepare(&[(0.25, 0)], true);
         assert_eq!(c.get(0), b"0.25");
+    }
+
+    /// A warm render (cached line prefixes) writes exactly what a cold one does, whatever
+    /// changed in between: values, bucket layouts, the format, or a label set that moved to
+    /// another family.
+    #[test]
+    fn cached_render_matches_cold_render() {
+        let shared: Labels = vec![(Text::from("route"), Text::from("a\"b"))].into();
+        let other: Labels = vec![(Text::from("route"), Text::from("c"))].into();
+        let hist = |bounds: &[f64], n: u64| Value::Histogram {
+            buckets: bounds.iter().map(|b| (*b, n)).collect(),
+            sum: n as f64 * 0.5,
+            count: n + 1,
+        };
+        let snap = |round: u64| {
+            let series = |labels: &Labels, value: Value| Series {
+                labels: labels.clone(),
+                value,
+                created: Some(1.5),
+            };
+            let bounds: &[f64] = if round % 2 == 0 { &[0.1, 1.0] } else { &[0.5] };
+            let mut c = Family::new("x_requests", "R.", MetricKind::Counter);
+            c.series = vec![
+                series(&shared, Value::Scalar(round as f64)),
+                series(&other, Value::Scalar(0.25)),
+            ];
+            let mut h = Family::new("x_seconds", "S.", MetricKind::Histogram);
+            h.series = vec![series(&shared, hist(bounds, round))];
+            // The same label set in a third family every other round.
+            let mut g = Family::new("x_gauge", "", MetricKind::Gauge);
+            if round % 2 == 1 {
+                g.series = vec![series(&shared, Value::Scalar(-1.0))];
+            }
+            let mut s = Snapshot {
+                families: vec![c, h, g],
+            };
+            s.normalize();
+            s
+        };
+        let mut cache = RenderCache::new();
+        for round in 0..6u64 {
+            for format in [Format::Text, Format::OpenMetrics] {
+                let s = snap(round);
+                let (mut cold, mut warm) = (Vec::new(), Vec::new());
+                render(&s, format, &mut cold);
+                render_cached(&s, format, &mut warm, &mut cache);
+                assert_eq!(
+                    String::from_utf8(warm).unwrap(),
+                    String::from_utf8(cold).unwrap(),
+                    "round {round} {format:?}"
+                );
+            }
+        }
     }
 }

@@ -7,8 +7,8 @@
 //! integers. The output always ends with `# EOF\n`.
 
 use super::escape::{write_f64_om, write_label_value, write_u64};
-use super::text::{sample_start, write_buckets};
-use super::{family_ok, finite_buckets, prepare_series, Scratch};
+use super::text::write_buckets;
+use super::{family_key, family_ok, finite_buckets, prepare_series, Scratch};
 use crate::snapshot::{Family, MetricKind, Snapshot, Value};
 
 /// Writes all families of `snapshot` to `out`, followed by `# EOF`.
@@ -39,54 +39,61 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
             out.push(b'\n');
         }
 
+        let fkey = family_key(fam, true);
+        let created_ok = matches!(fam.kind, MetricKind::Counter | MetricKind::Histogram);
         let mut written = 0usize;
         for series in &fam.series {
-            if !prepare_series(fam.kind, series, scratch) {
+            // Prefixes: scalar `[sample, _created]`; histogram `[buckets…, +Inf, _sum, _count,
+            // _created]`.
+            let Some(lines) = prepare_series(fam.kind, series, fkey, true, scratch, |l, le, p| {
+                match fam.kind {
+                    MetricKind::Counter => p.sample(name, b"_total", l),
+                    MetricKind::Info => p.sample(name, b"_info", l),
+                    MetricKind::Gauge => p.sample(name, b"", l),
+                    MetricKind::Histogram => {
+                        p.buckets(name, l, le);
+                        p.sample(name, b"_sum", l);
+                        p.sample(name, b"_count", l);
+                    }
+                }
+                p.sample(name, b"_created", l);
+            }) else {
                 continue;
-            }
+            };
             written += 1;
-            let labels = &scratch.labels[..];
-            match &series.value {
-                Value::Scalar(v) => match fam.kind {
-                    MetricKind::Counter => {
-                        sample_start(out, name, b"_total", labels);
+            let created_line = match &series.value {
+                Value::Scalar(v) => {
+                    out.extend_from_slice(lines.get(0));
+                    if fam.kind == MetricKind::Info {
+                        out.push(b'1');
+                    } else {
                         write_f64_om(out, *v);
-                        out.push(b'\n');
                     }
-                    MetricKind::Info => {
-                        sample_start(out, name, b"_info", labels);
-                        out.extend_from_slice(b"1\n");
-                    }
-                    _ => {
-                        sample_start(out, name, b"", labels);
-                        write_f64_om(out, *v);
-                        out.push(b'\n');
-                    }
-                },
+                    out.push(b'\n');
+                    1
+                }
                 Value::Histogram {
                     buckets,
                     sum,
                     count,
                 } => {
                     let buckets = finite_buckets(buckets);
-                    scratch.le.prepare(buckets, true);
-                    write_buckets(out, name, labels, buckets, *count, &scratch.le);
+                    write_buckets(out, lines, buckets, *count);
                     // The spec forbids a sum when there are negative buckets.
                     if buckets.first().is_none_or(|(b, _)| *b >= 0.0) {
-                        sample_start(out, name, b"_sum", labels);
+                        out.extend_from_slice(lines.get(buckets.len() + 1));
                         write_f64_om(out, *sum);
                         out.push(b'\n');
                     }
-                    sample_start(out, name, b"_count", labels);
+                    out.extend_from_slice(lines.get(buckets.len() + 2));
                     write_u64(out, *count);
                     out.push(b'\n');
+                    buckets.len() + 3
                 }
-            }
+            };
             if let Some(created) = series.created {
-                if matches!(fam.kind, MetricKind::Counter | MetricKind::Histogram)
-                    && created.is_finite()
-                {
-                    sample_start(out, name, b"_created", labels);
+                if created_ok && created.is_finite() {
+                    out.extend_from_slice(lines.get(created_line));
                     write_f64_om(out, created);
                     out.push(b'\n');
                 }

@@ -5,7 +5,7 @@
 //! `le="+Inf"` (= count), then `_sum` and `_count`. No timestamps, no `_created`.
 
 use super::escape::{write_f64_text, write_help_text, write_u64};
-use super::{family_ok, finite_buckets, prepare_series, Scratch};
+use super::{family_key, family_ok, finite_buckets, prepare_series, Lines, Scratch};
 use crate::snapshot::{MetricKind, Snapshot, Value};
 
 /// Writes all families of `snapshot` to `out`.
@@ -41,16 +41,32 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
         out.extend_from_slice(type_name.as_bytes());
         out.push(b'\n');
 
+        let fkey = family_key(fam, false);
         let mut written = 0usize;
         for series in &fam.series {
-            if !prepare_series(fam.kind, series, scratch) {
+            let Some(lines) =
+                prepare_series(
+                    fam.kind,
+                    series,
+                    fkey,
+                    false,
+                    scratch,
+                    |l, le, p| match fam.kind {
+                        MetricKind::Histogram => {
+                            p.buckets(name, l, le);
+                            p.sample(name, b"_sum", l);
+                            p.sample(name, b"_count", l);
+                        }
+                        _ => p.sample(name, suffix, l),
+                    },
+                )
+            else {
                 continue;
-            }
+            };
             written += 1;
-            let labels = &scratch.labels[..];
             match &series.value {
                 Value::Scalar(v) => {
-                    sample_start(out, name, suffix, labels);
+                    out.extend_from_slice(lines.get(0));
                     if fam.kind == MetricKind::Info {
                         out.push(b'1');
                     } else {
@@ -64,12 +80,11 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
                     count,
                 } => {
                     let buckets = finite_buckets(buckets);
-                    scratch.le.prepare(buckets, false);
-                    write_buckets(out, name, labels, buckets, *count, &scratch.le);
-                    sample_start(out, name, b"_sum", labels);
+                    write_buckets(out, lines, buckets, *count);
+                    out.extend_from_slice(lines.get(buckets.len() + 1));
                     write_f64_text(out, *sum);
                     out.push(b'\n');
-                    sample_start(out, name, b"_count", labels);
+                    out.extend_from_slice(lines.get(buckets.len() + 2));
                     write_u64(out, *count);
                     out.push(b'\n');
                 }
@@ -94,31 +109,21 @@ pub(crate) fn sample_start(out: &mut Vec<u8>, name: &[u8], suffix: &[u8], labels
     out.push(b' ');
 }
 
-/// Writes `name_bucket{labels,le="` up to the bound.
-#[inline]
-/// Writes the `_bucket` lines of a histogram series: one per finite bound (cumulative counts,
-/// `le` text from `le`) and the `+Inf` bucket with the total count. Shared by both formats.
-pub(crate) fn write_buckets(
-    out: &mut Vec<u8>,
-    name: &[u8],
-    labels: &[u8],
-    buckets: &[(f64, u64)],
-    count: u64,
-    le: &super::LeCache,
-) {
+/// Writes the `_bucket` lines of a histogram series from its line prefixes (one per finite
+/// bound, then `+Inf`): cumulative counts, and the total count on `+Inf`. Shared by both
+/// formats.
+pub(crate) fn write_buckets(out: &mut Vec<u8>, lines: &Lines, buckets: &[(f64, u64)], count: u64) {
     for (i, (_, cumulative)) in buckets.iter().enumerate() {
-        bucket_start(out, name, labels);
-        out.extend_from_slice(le.get(i));
-        out.extend_from_slice(b"\"} ");
+        out.extend_from_slice(lines.get(i));
         write_u64(out, *cumulative);
         out.push(b'\n');
     }
-    bucket_start(out, name, labels);
-    out.extend_from_slice(b"+Inf\"} ");
+    out.extend_from_slice(lines.get(buckets.len()));
     write_u64(out, count);
     out.push(b'\n');
 }
 
+/// Writes `name_bucket{labels,le="` (the bound follows).
 pub(crate) fn bucket_start(out: &mut Vec<u8>, name: &[u8], labels: &[u8]) {
     out.extend_from_slice(name);
     out.extend_from_slice(b"_bucket{");

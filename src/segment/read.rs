@@ -150,6 +150,8 @@ pub struct ReadCache {
     interner: Interner,
     entries: rustc_hash::FxHashMap<u64, CachedEntry>,
     workers: Vec<Option<(u32, Text)>>,
+    /// Series per family at the last read, to size the next read's buffers.
+    family_sizes: Vec<usize>,
     reads: u64,
 }
 
@@ -263,7 +265,9 @@ impl Segment {
         }
         let mut bytes = Vec::new();
         // Per family: (series, entry offset, rank at the last read).
-        let mut staged: Vec<Vec<(Series, u64, u32)>> = vec![Vec::new(); fams.len()];
+        let mut staged: Vec<Vec<(Series, u64, u32)>> = (0..fams.len())
+            .map(|i| Vec::with_capacity(cache.family_sizes.get(i).copied().unwrap_or(0)))
+            .collect();
         self.for_each_entry(|_, entry, head| {
             let Some(fam) = fams.get(head.family as usize) else {
                 // A family registered after this read listed the families: the series is
@@ -364,24 +368,32 @@ impl Segment {
             }
             Ok(())
         })?;
-        // Sorted output: by the ranks of the last read when every series has one and they are
-        // still a permutation (nothing came or went), else by labels (and ranks are renewed).
+        // Sorted output: placed by the ranks of the last read when every series has one and
+        // they are still a permutation (nothing came or went), else sorted by labels (and
+        // ranks are renewed).
+        cache.family_sizes.clear();
         for (i, mut rows) in staged.into_iter().enumerate() {
             let n = rows.len();
+            cache.family_sizes.push(n);
             let ranked = n > 0 && rows.iter().all(|r| (r.2 as usize) < n) && {
                 let mut seen = vec![false; n];
                 rows.iter()
                     .all(|r| !std::mem::replace(&mut seen[r.2 as usize], true))
             };
             if ranked {
-                rows.sort_unstable_by_key(|r| r.2);
-            } else {
-                rows.sort_unstable_by(|a, b| cmp_labels(&a.0.labels, &b.0.labels));
-                if !cold {
-                    for (rank, r) in rows.iter().enumerate() {
-                        if let Some(c) = cache.entries.get_mut(&r.1) {
-                            c.rank = rank as u32;
-                        }
+                let mut placed: Vec<Option<Series>> = Vec::with_capacity(n);
+                placed.resize_with(n, || None);
+                for (series, _, rank) in rows {
+                    placed[rank as usize] = Some(series);
+                }
+                out[i].series = placed.into_iter().flatten().collect();
+                continue;
+            }
+            rows.sort_unstable_by(|a, b| cmp_labels(&a.0.labels, &b.0.labels));
+            if !cold {
+                for (rank, r) in rows.iter().enumerate() {
+                    if let Some(c) = cache.entries.get_mut(&r.1) {
+                        c.rank = rank as u32;
                     }
                 }
             }
