@@ -52,9 +52,11 @@ def render(src, out):
         dash = json.load(f)
     panels = dash["panels"]
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels)
-    fig = plt.figure(figsize=(24, rows * 0.42 + 1), dpi=50)
-    fig.suptitle(dash["title"], fontsize=20, x=0.01, ha="left")
-    grid = GridSpec(rows, 24, figure=fig, hspace=2.2, wspace=1.2)
+    height = rows * 0.42 + 1
+    fig = plt.figure(figsize=(24, height), dpi=50)
+    fig.suptitle(dash["title"], fontsize=20, x=0.01, y=1 - 0.15 / height, ha="left", va="top")
+    grid = GridSpec(rows, 24, figure=fig, hspace=2.2, wspace=1.2, top=1 - 0.9 / height,
+                    bottom=0.4 / height, left=0.04, right=0.99)
     for p in panels:
         g = p["gridPos"]
         if p["type"] == "row":
@@ -77,7 +79,9 @@ def render(src, out):
             xs = [pt[0] - t0 for pt in s["points"]]
             scale = UNITS.get(unit, (1, ""))[0]
             ys = [pt[1] * scale if math.isfinite(pt[1]) else float("nan") for pt in s["points"]]
-            ax.plot(xs, ys, linewidth=1.2, label=s["legend"][:48])
+            # A series that appeared late may have one point: draw it as a marker.
+            ax.plot(xs, ys, linewidth=1.2, marker="o" if len(xs) < 3 else None,
+                    markersize=4, label=s["legend"][:48])
         ax.set_xlabel("seconds", fontsize=8)
         suffix = UNITS.get(unit, (1, ""))[1]
         if suffix:
