@@ -15,6 +15,7 @@ declare -A PACKAGES=(
   [systemd]=systemd-socket-activate  # tests/nginx.rs: socket activation without systemd running
   [redis-server]=redis-server  # tests/cache.rs: Cache::Redis INFO (a database of its own)
   [redis-tools]=redis-cli      # tests/cache.rs: filling and emptying that database
+  [python3-matplotlib]=/usr/lib/python3/dist-packages/matplotlib  # tests/dashboards.rs: panel PNGs
 )
 
 SUDO=""
@@ -40,6 +41,12 @@ fi
 for pkg in "${!PACKAGES[@]}"; do
   present "${PACKAGES[$pkg]}" || { echo "setup: ${PACKAGES[$pkg]} still missing after installing $pkg" >&2; exit 1; }
 done
+
+# tests/packaging.rs builds the Debian package with cargo-deb (a few minutes, once per machine).
+if ! command -v cargo-deb >/dev/null 2>&1; then
+  echo "setup: installing cargo-deb"
+  cargo install --quiet --locked cargo-deb --version 3.8.0
+fi
 
 # Databases: start them if installed and not answering (later test suites use them).
 if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then
