@@ -165,8 +165,8 @@ pub enum CustomAction {
         #[arg(long)]
         name: String,
         /// What the value means (# HELP).
-        #[arg(long)]
-        help: String,
+        #[arg(long = "help-text", value_name = "TEXT")]
+        help_text: String,
         /// One SELECT: label columns, then the value column.
         #[arg(
             long,
@@ -568,7 +568,7 @@ fn custom_command(cfg: &Config, action: CustomAction) -> Result<()> {
         }
         CustomAction::Add {
             name,
-            help,
+            help_text,
             sql,
             sql_file,
             kind,
@@ -583,7 +583,7 @@ fn custom_command(cfg: &Config, action: CustomAction) -> Result<()> {
                     .with_context(|| format!("reading {}", f.display()))?,
                 (None, None) => anyhow::bail!("give --sql or --sql-file"),
             };
-            let mut d = Definition::new(&name, &help, &sql);
+            let mut d = Definition::new(&name, &help_text, &sql);
             d.kind = Kind::parse(&kind).map_err(anyhow::Error::msg)?;
             d.label_names = parse_label_names(&labels);
             d.ttl_seconds = ttl;

@@ -49,6 +49,8 @@ enum Conn {
 enum P<'a> {
     S(&'a str),
     I(i32),
+    /// SMALLINT (PostgreSQL checks the width).
+    Small(i16),
 }
 
 /// A writable connection to the definitions table.
@@ -255,7 +257,7 @@ impl Store {
                 P::S(&labels),
                 P::I(def.ttl_seconds as i32),
                 P::I(def.timeout_seconds as i32),
-                P::I(def.enabled.into()),
+                P::Small(def.enabled.into()),
                 P::S(user),
                 P::S(user),
             ],
@@ -300,7 +302,7 @@ impl Store {
                 P::S(&labels),
                 P::I(def.ttl_seconds as i32),
                 P::I(def.timeout_seconds as i32),
-                P::I(def.enabled.into()),
+                P::Small(def.enabled.into()),
                 P::S(user),
                 P::S(old_name),
             ],
@@ -398,6 +400,7 @@ fn pg_param(p: &P) -> Box<dyn postgres::types::ToSql + Sync> {
     match p {
         P::S(s) => Box::new(s.to_string()),
         P::I(i) => Box::new(*i),
+        P::Small(i) => Box::new(*i),
     }
 }
 
@@ -411,6 +414,7 @@ fn my_params(params: &[P]) -> mysql::Params {
             .map(|p| match p {
                 P::S(s) => mysql::Value::from(*s),
                 P::I(i) => mysql::Value::Int((*i).into()),
+                P::Small(i) => mysql::Value::Int((*i).into()),
             })
             .collect(),
     )
