@@ -15,6 +15,7 @@ declare -A PACKAGES=(
   [systemd]=systemd-socket-activate  # tests/nginx.rs: socket activation without systemd running
   [redis-server]=redis-server  # tests/cache.rs: Cache::Redis INFO (a database of its own)
   [redis-tools]=redis-cli      # tests/cache.rs: filling and emptying that database
+  [chromium]=chromium          # tests/browser.rs: the admin page in real headless Chromium
 )
 
 SUDO=""
@@ -40,6 +41,19 @@ fi
 for pkg in "${!PACKAGES[@]}"; do
   present "${PACKAGES[$pkg]}" || { echo "setup: ${PACKAGES[$pkg]} still missing after installing $pkg" >&2; exit 1; }
 done
+
+# tests/browser.rs drives that Chromium with playwright-core (npm; pinned by
+# tests/browser/package-lock.json; it downloads no browser of its own). Needs Node.js >= 20.
+browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing nodejs npm"
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -f "$browser_dir/node_modules/playwright-core/package.json" ] \
+   || [ "$browser_dir/package-lock.json" -nt "$browser_dir/node_modules/.package-lock.json" ]; then
+  echo "setup: npm ci in tests/browser"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --silent)
+fi
 
 # Databases: start them if installed and not answering (later test suites use them).
 if command -v pg_ctlcluster >/dev/null 2>&1 && ! pg_isready -q -h 127.0.0.1 2>/dev/null; then

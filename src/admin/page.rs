@@ -33,7 +33,7 @@ button.danger{background:#b42318;border-color:#b42318;color:#fff}\
 label{display:block;font-weight:600;margin:.8em 0 .2em}\
 .hint{font-weight:400;color:#5b6570;font-size:.88em}\
 input[type=text],input[type=number],select,textarea{width:100%;box-sizing:border-box;padding:.4em;border:1px solid #b8c1ca;border-radius:4px;font:inherit}\
-textarea{min-height:9em}\
+textarea{min-height:9em;font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.88em}\
 .row{display:flex;gap:1em}.row>div{flex:1}\
 .actions{margin-top:1em;display:flex;gap:.6em}\
 .muted{color:#5b6570;font-size:.88em}";
