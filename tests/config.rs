@@ -121,7 +121,7 @@ fn unknown_top_level_key() {
     assert_eq!(
         msg,
         format!(
-            "{}:2: unknown key `listen` in the top level; allowed keys there: cache, daemon, db, gc, ingest, log_level, otrs_home, otrs_log, processes, segment, web",
+            "{}:2: unknown key `listen` in the top level; allowed keys there: admin, cache, daemon, db, gc, ingest, log_level, otrs_home, otrs_log, processes, segment, web",
             p.display()
         )
     );
