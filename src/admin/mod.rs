@@ -152,7 +152,7 @@ impl Admin {
                          try again.",
                     );
                 }
-                self.post(req, &seg, user, &secret, &form)
+                self.post(&seg, user, &secret, &form)
             }
             _ => {
                 let mut r = Response::text(405, "only GET, HEAD and POST are allowed here\n");
@@ -227,8 +227,18 @@ impl Admin {
     }
 
     fn list(&self, frame: &Frame, seg: &Segment) -> String {
-        let stored = self.store().and_then(|mut s| s.list().map_err(|e| e.0));
-        let deployment = Deployment::published(seg).ok().flatten().map(|d| d.0);
+        let mut store = self.store();
+        let stored = store
+            .as_mut()
+            .map_err(|e| e.clone())
+            .and_then(|s| s.list().map_err(|e| e.0));
+        // What the processes serve; right after a clear the segment has none until the next
+        // scrape reloads the latest deploy from the database, which is what it will serve.
+        let deployment = Deployment::published(seg)
+            .ok()
+            .flatten()
+            .map(|d| d.0)
+            .or_else(|| store.ok()?.latest_deployment().ok().flatten());
         let records = |name: &str| last_record(seg, name);
         let view = page::ListView {
             stored: stored.as_deref().map_err(Clone::clone),
@@ -240,7 +250,6 @@ impl Admin {
 
     fn post(
         &self,
-        req: &Request,
         seg: &Segment,
         user: &str,
         secret: &[u8],
@@ -249,7 +258,7 @@ impl Admin {
         let base = self.config.admin_path();
         let name = field(form, "name");
         match field(form, "action") {
-            "save" => self.save(req, user, secret, form),
+            "save" => self.save(user, secret, form),
             "delete" => match self
                 .store()
                 .and_then(|mut s| s.delete(name).map_err(|e| e.0))
@@ -331,13 +340,7 @@ impl Admin {
     }
 
     /// The create/edit form's POST: test (re-render with the result) or save (redirect).
-    fn save(
-        &self,
-        _req: &Request,
-        user: &str,
-        secret: &[u8],
-        form: &[(String, String)],
-    ) -> Response {
+    fn save(&self, user: &str, secret: &[u8], form: &[(String, String)]) -> Response {
         let base = self.config.admin_path();
         let metrics = self.config.metrics_path();
         let token = csrf::token(secret, user);
