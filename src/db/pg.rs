@@ -102,7 +102,23 @@ impl Db for PgDb {
             .iter()
             .map(|c| c.name().to_string())
             .collect();
-        let rows = self.query(sql)?;
+        let rows = if is_query(sql) {
+            // Through a cursor, so at most max_rows + 1 rows are ever fetched. (`sql` is one
+            // statement, so nothing but comments can follow a `;` in it.)
+            self.query(&format!(
+                "DECLARE otrs_exporter_custom NO SCROLL CURSOR FOR {}",
+                sql.trim_end().trim_end_matches(';')
+            ))?;
+            let rows = self.query(&format!(
+                "FETCH FORWARD {} FROM otrs_exporter_custom",
+                max_rows + 1
+            ))?;
+            self.query("CLOSE otrs_exporter_custom")?;
+            rows
+        } else {
+            // Anything else (the server refuses writes in the read-only transaction).
+            self.query(sql)?
+        };
         if rows.len() > max_rows {
             return Err(too_many_rows(max_rows));
         }
@@ -111,5 +127,51 @@ impl Db for PgDb {
 
     fn end(&mut self) -> Result<(), DbError> {
         self.client.batch_execute("ROLLBACK").map_err(pg_err)
+    }
+}
+
+/// Whether `sql` starts (after blanks, comments and parentheses) with a keyword a cursor
+/// can be declared for: SELECT, WITH, VALUES or TABLE.
+fn is_query(sql: &str) -> bool {
+    let mut s = sql.trim_start();
+    loop {
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |x| x.1).trim_start();
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |x| x.1).trim_start();
+        } else if let Some(rest) = s.strip_prefix('(') {
+            s = rest.trim_start();
+        } else {
+            break;
+        }
+    }
+    let word: String = s
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_ascii_uppercase();
+    matches!(word.as_str(), "SELECT" | "WITH" | "VALUES" | "TABLE")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn queries_that_take_a_cursor() {
+        for q in [
+            "SELECT 1",
+            " -- c\n/* x */ (select 1)",
+            "WITH a AS (SELECT 1) SELECT * FROM a",
+            "values (1)",
+        ] {
+            assert!(super::is_query(q), "{q}");
+        }
+        for q in [
+            "DELETE FROM t",
+            "SHOW x",
+            "-- only a comment",
+            "EXPLAIN SELECT 1",
+        ] {
+            assert!(!super::is_query(q), "{q}");
+        }
     }
 }
