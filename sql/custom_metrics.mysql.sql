@@ -7,7 +7,7 @@ CREATE TABLE IF NOT EXISTS otrs_exporter_custom_metric (
     name              VARCHAR(200) NOT NULL UNIQUE,
     help              VARCHAR(1000) NOT NULL,
     metric_type       VARCHAR(16) NOT NULL,          -- gauge | counter
-    query_sql         MEDIUMTEXT NOT NULL,                 -- last column = value, others = labels
+    query_sql         MEDIUMTEXT NOT NULL,           -- last column = value, others = labels
     label_names       VARCHAR(1000) NOT NULL DEFAULT '', -- comma-separated override; '' = column names
     ttl_seconds       INTEGER NOT NULL DEFAULT 60,   -- results are cached this long
     timeout_seconds   INTEGER NOT NULL DEFAULT 5,    -- statement timeout
