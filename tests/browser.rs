@@ -2,7 +2,7 @@
 //! (tests/browser/admin.mjs), through a throwaway Apache with mod_fcgid, the shipped snippet
 //! and basic auth, on a real PostgreSQL database. The screenshots are kept in
 //! `target/test-artifacts/` (admin.png: the list after deploying; admin-test.png: the form
-//! with a test result).
+//! with a test result; admin-error.png: a database error).
 
 mod common;
 

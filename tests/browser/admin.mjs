@@ -80,6 +80,17 @@ try {
   await page.goto(admin);
   check((await page.locator('table').innerText()).includes('series'), 'last result shown');
   await page.screenshot({ path: `${shots}/admin.png`, fullPage: true });
+
+  // Invalid SQL: the test shows the database's error (escaped), nothing is saved.
+  await page.click('text=Add metric');
+  await page.fill('#name', 'otrs_site_broken');
+  await page.fill('#help', 'Broken on purpose.');
+  await page.fill('#sql', 'SELECT <b>1</b> FROM ticket');
+  await page.click('button[value=test]');
+  const err = await page.locator('#test-error').innerText();
+  check(err.includes('syntax error at or near "<"'), `database error shown as text: ${err}`);
+  check((await page.locator('#test-error b').count()) === 0, 'no markup from the input');
+  await page.screenshot({ path: `${shots}/admin-error.png`, fullPage: true });
   console.log('browser test passed');
 } catch (e) {
   if (page) await page.screenshot({ path: `${shots}/admin-failure.png`, fullPage: true }).catch(() => {});
