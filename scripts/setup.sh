@@ -16,6 +16,7 @@ declare -A PACKAGES=(
   [redis-server]=redis-server  # tests/cache.rs: Cache::Redis INFO (a database of its own)
   [redis-tools]=redis-cli      # tests/cache.rs: filling and emptying that database
   [chromium]=chromium          # tests/browser.rs: the admin page in real headless Chromium
+  [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf  # text in its screenshots
 )
 
 SUDO=""

@@ -290,7 +290,7 @@ fn create_edit_delete_deploy_round_trip_on_both_servers() {
             "--sql",
             "SELECT COUNT(*) FROM queue",
             "--type",
-            "gauge",
+            "counter",
         ]);
         assert!(ok, "{out}");
         let (ok, out) = ex.cli(&["custom", "list"]);
@@ -302,16 +302,23 @@ fn create_edit_delete_deploy_round_trip_on_both_servers() {
         let (ok, out) = ex.cli(&["custom", "test", "otrs_site_queues"]);
         let queues = db.query("SELECT COUNT(*) FROM queue");
         assert!(
-            ok && out.contains(&format!("otrs_site_queues {queues}")),
+            ok && out.contains(&format!("otrs_site_queues_total {queues}")),
             "{out}"
         );
-        assert!(!ex.scrape().contains("otrs_site_queues "));
+        assert!(!ex.scrape().contains("otrs_site_queues_total "));
         let (ok, out) = ex.cli(&["Maint::Prometheus::MergeCustomMetrics"]);
         assert!(ok && out.contains("1 enabled metric(s)"), "{out}");
+        let body = ex.scrape();
         assert_eq!(
-            sample(&ex.scrape(), "otrs_site_queues"),
-            Some(queues.parse().unwrap())
+            sample(&body, "otrs_site_queues_total"),
+            Some(queues.parse().unwrap()),
+            "{body}"
         );
+        assert!(
+            body.contains("# TYPE otrs_site_queues_total counter"),
+            "{body}"
+        );
+        promtool_check(&body);
         let (ok, out) = ex.cli(&["custom", "remove", "otrs_site_queues"]);
         assert!(ok, "{out}");
         let (ok, out) = ex.cli(&["custom", "remove", "otrs_site_queues"]);
