@@ -591,3 +591,62 @@ fn access_csrf_escaping_and_headers() {
     let page = body(&ex.post(&metric("otrs_tickets_open_x", "SELECT 1", "save")));
     assert!(page.contains("clashes with the exporter"), "{page}");
 }
+
+#[test]
+fn results_are_cached_in_the_segment_and_shared_by_processes_for_the_ttl() {
+    let db = TestDb::new(Driver::Postgres, 5);
+    let ex = Exporter::new(&db);
+    assert!(ex.cli(&["db-init"]).0);
+    assert_redirect(
+        &ex.post(&metric(
+            "otrs_site_queues",
+            "SELECT COUNT(*) AS n FROM queue",
+            "save",
+        )),
+        "Saved",
+    );
+    assert_redirect(&ex.post(&[("action", "deploy")]), "Deployed 1");
+    let before: f64 = db.query("SELECT COUNT(*) FROM queue").parse().unwrap();
+    assert_eq!(sample(&ex.scrape(), "otrs_site_queues"), Some(before));
+    db.exec(&[
+        "INSERT INTO queue (id, name, group_id, system_address_id, salutation_id, \
+               signature_id, follow_up_id, follow_up_lock, valid_id, create_time, create_by, \
+               change_time, change_by) SELECT (SELECT MAX(id) + 1 FROM queue), 'Cached', group_id, system_address_id, \
+               salutation_id, signature_id, follow_up_id, follow_up_lock, valid_id, create_time, \
+               create_by, change_time, change_by FROM queue WHERE name = 'Raw'"
+            .to_string(),
+    ]);
+    assert_eq!(
+        db.query("SELECT COUNT(*) FROM queue")
+            .parse::<f64>()
+            .unwrap(),
+        before + 1.0
+    );
+    // Within the TTL (60 s): the cached result, in this process and in another one (a second
+    // service on the same segment, as a second FastCGI worker or CGI process would be).
+    assert_eq!(sample(&ex.scrape(), "otrs_site_queues"), Some(before));
+    let mut cfg = db.config();
+    cfg.segment.path = ex.dir.path().join("seg");
+    let other = Service::new(cfg.clone(), SegmentOptions::new(cfg.segment.path.clone()));
+    let r = other.handle(&Request::from_cgi_params(
+        vec![
+            ("REQUEST_METHOD".into(), "GET".into()),
+            ("REQUEST_URI".into(), METRICS.into()),
+            ("QUERY_STRING".into(), "collect[]=custom".into()),
+        ],
+        Vec::new(),
+    ));
+    let body = body(&r);
+    assert_eq!(sample(&body, "otrs_site_queues"), Some(before), "{body}");
+    // A new revision is a new cache entry: edit + deploy shows the current count at once.
+    let mut edit = metric(
+        "otrs_site_queues",
+        "SELECT COUNT(*) AS n FROM queue",
+        "save",
+    );
+    edit[2] = ("original", "otrs_site_queues");
+    edit[5] = ("help", "Queues, edited.");
+    assert_redirect(&ex.post(&edit), "Saved");
+    assert_redirect(&ex.post(&[("action", "deploy")]), "Deployed 1");
+    assert_eq!(sample(&ex.scrape(), "otrs_site_queues"), Some(before + 1.0));
+}
