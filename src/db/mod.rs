@@ -115,7 +115,9 @@ pub(crate) fn too_many_rows(max_rows: usize) -> DbError {
 ///
 /// The collectors call [`Db::begin_read_only`], then [`Db::query`] any number of times, then
 /// [`Db::end`]. Statements carry no parameters: all SQL is static or formatted with integers
-/// the exporter computed itself, never with outside text.
+/// the exporter computed itself, never with outside text. The one exception is
+/// [`Db::query_one`], which runs an admin's custom-metric SQL as written: exactly one
+/// statement, inside the read-only transaction, with the row cap.
 pub trait Db: Send {
     /// The protocol (for the few statements whose SQL differs).
     fn driver(&self) -> Driver;
