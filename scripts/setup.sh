@@ -16,6 +16,8 @@ declare -A PACKAGES=(
   [redis-server]=redis-server  # tests/cache.rs: Cache::Redis INFO (a database of its own)
   [redis-tools]=redis-cli      # tests/cache.rs: filling and emptying that database
   [python3-matplotlib]=/usr/lib/python3/dist-packages/matplotlib  # tests/dashboards.rs: panel PNGs
+  [chromium]=chromium          # tests/browser.rs: the admin page in real headless Chromium
+  [fonts-dejavu-core]=/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf  # text in its screenshots
 )
 
 SUDO=""
@@ -46,6 +48,17 @@ done
 if ! command -v cargo-deb >/dev/null 2>&1; then
   echo "setup: installing cargo-deb"
   cargo install --quiet --locked cargo-deb --version 3.8.0
+# tests/browser.rs drives that Chromium with playwright-core (npm; pinned by
+# tests/browser/package-lock.json; it downloads no browser of its own). Needs Node.js >= 20.
+browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
+if ! command -v npm >/dev/null 2>&1; then
+  echo "setup: installing nodejs npm"
+  $SUDO apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if [ ! -f "$browser_dir/node_modules/playwright-core/package.json" ] \
+   || [ "$browser_dir/package-lock.json" -nt "$browser_dir/node_modules/.package-lock.json" ]; then
+  echo "setup: npm ci in tests/browser"
+  (cd "$browser_dir" && npm ci --no-audit --no-fund --silent)
 fi
 
 # Databases: start them if installed and not answering (later test suites use them).

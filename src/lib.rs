@@ -7,9 +7,11 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod cli;
 pub mod collector;
 pub mod config;
+pub mod custom;
 pub mod db;
 pub mod demo;
 pub mod exposition;

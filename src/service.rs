@@ -72,6 +72,8 @@ pub struct Service {
     render_cache: Mutex<RenderCache>,
     /// Scrapes answered by this process.
     scrapes: std::sync::atomic::AtomicU64,
+    /// The admin page.
+    admin: crate::admin::Admin,
 }
 
 impl Service {
@@ -96,6 +98,7 @@ impl Service {
             runner = runner.with_first(OtrsLogCollector::new(source.clone(), &config.otrs_log));
         }
         Service {
+            admin: crate::admin::Admin::new(config.clone(), source.clone()),
             config,
             source,
             runner,
@@ -265,6 +268,7 @@ pub fn with_db_collectors(
             "mail" => runner.with(DbCollector::new(mail::Mail, h, s, ttl(name))),
             "daemon" => runner.with(DbCollector::new(daemon::Daemon, h, s, ttl(name))),
             "sessions" => runner.with(DbCollector::new(sessions::Sessions, h, s, ttl(name))),
+            "custom" => runner.with(crate::collector::custom::CustomCollector::new(h, s)),
             _ => runner,
         };
     }
@@ -308,6 +312,10 @@ impl Handler for Service {
                 return r;
             }
             return self.scrape(req);
+        }
+        let admin = self.config.admin_path();
+        if req.path == admin || req.path.starts_with(&format!("{admin}/")) {
+            return self.admin.handle(req);
         }
         if is_read && (req.path == "/" || req.path == base || req.path == format!("{base}/")) {
             return self.landing();

@@ -475,7 +475,9 @@ fn cgi_processes_share_one_query_per_ttl_and_survive_a_dead_database() {
     }
     for body in &bodies {
         assert_eq!(sample(body, "otrs_db_up"), Some(1.0), "{body}");
-        for c in ["db", "tickets", "articles", "mail", "daemon", "sessions"] {
+        for c in [
+            "db", "tickets", "articles", "mail", "daemon", "sessions", "custom",
+        ] {
             assert_eq!(
                 sample(
                     body,
@@ -495,8 +497,9 @@ fn cgi_processes_share_one_query_per_ttl_and_survive_a_dead_database() {
     let after = pg_rollbacks(&db.name);
     assert_eq!(
         after - before,
-        6,
-        "one refresh per collector (db + 5) for 11 scrapes from 11 processes"
+        7,
+        "one refresh per collector (db + 5, plus custom's deploy check) for 11 scrapes from 11 \
+         processes"
     );
 
     // The database goes away (wrong port): still 200 within the deadline, DB collectors failed.

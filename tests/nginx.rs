@@ -469,12 +469,12 @@ fn scrape_through_nginx_with_basic_auth() {
     ] {
         assert_eq!(http(s.port, other, None, &[]).status, 418, "{other}");
     }
-    // The admin route is protected and served by the exporter (404 until issue 7).
+    // The admin route is protected and served by the exporter, which gets the user from nginx
+    // (REMOTE_USER) and refuses it: admin.users is empty here.
     assert_eq!(http(s.port, ADMIN, None, &[]).status, 401);
-    assert_eq!(
-        http(s.port, ADMIN, Some(&basic(USER, PASSWORD)), &[]).status,
-        404
-    );
+    let r = http(s.port, ADMIN, Some(&basic(USER, PASSWORD)), &[]);
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("admin.users"), "{}", r.body);
     // gzip for Prometheus, which asks for it.
     let r = http(
         s.port,

@@ -93,6 +93,19 @@ pub enum Command {
     /// of exited workers into worker="exited" and frees their slots, and says so.
     #[command(visible_alias = "Maint::Prometheus::DeleteDiedProcessCollectors")]
     DeleteDeadProcessCollectors,
+    /// Publish the custom SQL metrics as they are now in the database to every exporter
+    /// process (edits are served only after a deploy).
+    #[command(visible_alias = "Maint::Prometheus::MergeCustomMetrics")]
+    Deploy,
+    /// Manage custom SQL metrics (stored in the OTRS database; see `db-init`).
+    Custom {
+        /// What to do.
+        #[command(subcommand)]
+        action: CustomAction,
+    },
+    /// Create the custom-metric tables in the OTRS database (idempotent; needs a database user
+    /// that may CREATE TABLE, e.g. OTRS's own).
+    DbInit,
     /// Read Apache access-log lines (the shipped `otrs_exporter` LogFormat) from stdin into the
     /// segment: `CustomLog "|/usr/bin/otrs-exporter ingest" otrs_exporter`.
     Ingest {
@@ -138,6 +151,57 @@ pub enum Command {
         /// How long to run.
         #[arg(long, default_value_t = 30)]
         seconds: u64,
+    },
+}
+
+/// `custom` sub-commands.
+#[derive(Debug, Subcommand)]
+pub enum CustomAction {
+    /// List the definitions and whether each is deployed.
+    List,
+    /// Add a metric (not served until `deploy`).
+    Add {
+        /// Metric name, e.g. otrs_site_open_changes (counters without _total).
+        #[arg(long)]
+        name: String,
+        /// What the value means (# HELP).
+        #[arg(long = "help-text", value_name = "TEXT")]
+        help_text: String,
+        /// One SELECT: label columns, then the value column.
+        #[arg(
+            long,
+            conflicts_with = "sql_file",
+            required_unless_present = "sql_file"
+        )]
+        sql: Option<String>,
+        /// Read the SELECT from this file.
+        #[arg(long)]
+        sql_file: Option<PathBuf>,
+        /// gauge or counter.
+        #[arg(long = "type", default_value = "gauge")]
+        kind: String,
+        /// Label names, comma-separated (default: the column names).
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// Seconds a result is cached and shared.
+        #[arg(long, default_value_t = 60)]
+        ttl: u32,
+        /// Statement timeout in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u32,
+        /// Store it disabled (deploys leave it out).
+        #[arg(long)]
+        disabled: bool,
+    },
+    /// Remove a metric (still served until the next `deploy`).
+    Remove {
+        /// Metric name.
+        name: String,
+    },
+    /// Run a stored metric's query now (read-only) and print its series or the error.
+    Test {
+        /// Metric name.
+        name: String,
     },
 }
 
@@ -303,6 +367,41 @@ pub fn main() -> Result<()> {
             );
             gc(&seg, Duration::ZERO)?;
         }
+        Command::Deploy => {
+            let cfg = load_config(cfg_path)?;
+            let seg = open_segment(&cfg)?;
+            let mut store = custom_store(&cfg)?;
+            println!("Reading the custom metric definitions ...");
+            let d = store.deploy(&console_user())?;
+            println!(
+                "Recorded deploy #{} with {} enabled metric(s); publishing to {} ...",
+                d.id,
+                d.metrics.len(),
+                seg.path().display()
+            );
+            d.publish(&seg)?;
+            println!("Done. Every exporter process serves this set from its next scrape.");
+        }
+        Command::Custom { action } => {
+            let cfg = load_config(cfg_path)?;
+            custom_command(&cfg, action)?;
+        }
+        Command::DbInit => {
+            let cfg = load_config(cfg_path)?;
+            let settings = db_settings(&cfg)?;
+            println!(
+                "Creating the custom-metric tables in {} ...",
+                settings.describe()
+            );
+            let mut store = crate::custom::store::Store::connect(&settings)
+                .with_context(|| format!("connecting to {}", settings.describe()))?;
+            store
+                .init(|stmt| println!("  {stmt}"))
+                .context("creating the tables (the database user needs CREATE privileges)")?;
+            println!(
+                "Done. Tables otrs_exporter_custom_metric and otrs_exporter_custom_deploy exist."
+            );
+        }
         Command::FollowOtrsLog {
             interval_ms,
             once,
@@ -407,6 +506,123 @@ pub fn main() -> Result<()> {
             let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
             let _ = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM);
             crate::demo::traffic(&segment, Duration::from_secs(seconds))?;
+        }
+    }
+    Ok(())
+}
+
+/// Who a console command acts as, for the changed-by columns.
+fn console_user() -> String {
+    let u = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| nix::unistd::getuid().to_string());
+    format!("console:{u}")
+}
+
+fn db_settings(cfg: &Config) -> Result<crate::db::DbSettings> {
+    match crate::db::resolve(cfg) {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => anyhow::bail!(
+            "no database configured: set [db] in the config or otrs_home (no {} found)",
+            cfg.otrs_home.join("Kernel/Config.pm").display()
+        ),
+        Err(e) => anyhow::bail!("{e}"),
+    }
+}
+
+fn custom_store(cfg: &Config) -> Result<crate::custom::store::Store> {
+    let s = db_settings(cfg)?;
+    crate::custom::store::Store::connect(&s)
+        .with_context(|| format!("connecting to {}", s.describe()))
+}
+
+fn custom_command(cfg: &Config, action: CustomAction) -> Result<()> {
+    use crate::custom::{parse_label_names, Definition, Kind};
+    let mut store = custom_store(cfg)?;
+    match action {
+        CustomAction::List => {
+            let rows = store.list()?;
+            if rows.is_empty() {
+                println!("No custom metrics defined. Add one with `otrs-exporter custom add`.");
+            }
+            for s in rows {
+                let state = match (s.def.enabled, s.undeployed()) {
+                    (false, _) => "disabled",
+                    (true, false) => "deployed",
+                    (true, true) if s.deployed_revision == 0 => "not deployed",
+                    (true, true) => "changed, not deployed",
+                };
+                println!(
+                    "{}  {}  [{}]  ttl {}s  timeout {}s  changed {} by {}\n    {}\n    {}",
+                    s.def.name,
+                    s.def.kind.as_str(),
+                    state,
+                    s.def.ttl_seconds,
+                    s.def.timeout_seconds,
+                    s.changed.0,
+                    s.changed.1,
+                    s.def.help,
+                    s.def.sql.replace('\n', "\n    ")
+                );
+            }
+        }
+        CustomAction::Add {
+            name,
+            help_text,
+            sql,
+            sql_file,
+            kind,
+            labels,
+            ttl,
+            timeout,
+            disabled,
+        } => {
+            let sql = match (sql, sql_file) {
+                (Some(s), _) => s,
+                (None, Some(f)) => std::fs::read_to_string(&f)
+                    .with_context(|| format!("reading {}", f.display()))?,
+                (None, None) => anyhow::bail!("give --sql or --sql-file"),
+            };
+            let mut d = Definition::new(&name, &help_text, &sql);
+            d.kind = Kind::parse(&kind).map_err(anyhow::Error::msg)?;
+            d.label_names = parse_label_names(&labels);
+            d.ttl_seconds = ttl;
+            d.timeout_seconds = timeout;
+            d.enabled = !disabled;
+            store.create(&d, &console_user())?;
+            println!("Added {}. Run `otrs-exporter deploy` to serve it.", d.name);
+        }
+        CustomAction::Remove { name } => {
+            anyhow::ensure!(
+                store.delete(&name)?,
+                "there is no custom metric named {name:?}"
+            );
+            println!("Removed {name}. Run `otrs-exporter deploy` to stop serving it.");
+        }
+        CustomAction::Test { name } => {
+            let s = store
+                .get(&name)?
+                .with_context(|| format!("there is no custom metric named {name:?}"))?;
+            let settings = db_settings(cfg)?;
+            let handle = crate::db::DbHandle::new(Ok(settings));
+            let limit = Duration::from_secs(s.def.timeout_seconds.into());
+            println!(
+                "Running {name} (read-only, timeout {}s) ...",
+                s.def.timeout_seconds
+            );
+            let deadline = std::time::Instant::now() + limit + Duration::from_secs(2);
+            let fam = handle
+                .run(deadline, |db| Ok(s.def.run(db, limit)))?
+                .map_err(anyhow::Error::msg)?;
+            let n = fam.series.len();
+            let mut snap = crate::snapshot::Snapshot {
+                families: vec![fam],
+            };
+            snap.normalize();
+            let mut out = Vec::new();
+            crate::exposition::render(&snap, crate::exposition::Format::Text, &mut out);
+            print!("{}", String::from_utf8_lossy(&out));
+            println!("# {n} series");
         }
     }
     Ok(())

@@ -9,6 +9,7 @@
 pub mod access_log;
 pub mod articles;
 pub mod cache;
+pub mod custom;
 pub mod daemon;
 pub mod daemon_processes;
 pub mod db;

@@ -8,7 +8,9 @@ use std::fmt;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Names of the DB collectors, in the order they are registered.
-pub const DB_COLLECTORS: [&str; 5] = ["tickets", "articles", "mail", "daemon", "sessions"];
+pub const DB_COLLECTORS: [&str; 6] = [
+    "tickets", "articles", "mail", "daemon", "sessions", "custom",
+];
 
 /// A secret string: serialized as itself (the config file needs it), but never shown by
 /// `Debug` or `Display`; `check-config` prints it as `"***"`.
@@ -116,7 +118,7 @@ pub struct DbConfig {
     /// Longest run time of one statement in seconds (default 5.0); never more than what is
     /// left of the scrape deadline.
     pub statement_timeout_seconds: f64,
-    /// DB collectors to run (default all: tickets, articles, mail, daemon, sessions); `[]`
+    /// DB collectors to run (default all: tickets, articles, mail, daemon, sessions, custom); `[]`
     /// turns the database off.
     pub enabled: Vec<String>,
     /// Cache lifetime of each collector's result.

@@ -546,7 +546,7 @@ mod tests {
     #[test]
     fn schema_has_every_key() {
         let keys: Vec<String> = flatten_config(&Config::default()).into_keys().collect();
-        assert_eq!(keys.len(), 55, "{keys:?}");
+        assert_eq!(keys.len(), 56, "{keys:?}");
         assert!(keys.contains(&"segment.mode".to_string()));
         assert!(keys.contains(&"otrs_home".to_string()));
     }

@@ -75,6 +75,8 @@ pub struct Config {
     pub cache: CacheConfig,
     /// The OTRS database (`[db]`).
     pub db: DbConfig,
+    /// The admin page (`[admin]`).
+    pub admin: AdminConfig,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             otrs_log: OtrsLogConfig::default(),
             cache: CacheConfig::default(),
             db: DbConfig::default(),
+            admin: AdminConfig::default(),
         }
     }
 }
@@ -234,6 +237,7 @@ impl Config {
         self.db.check()?;
         self.daemon.check()?;
         self.otrs_log.check()?;
+        self.admin.check()?;
         self.cache.check()
     }
 
@@ -729,6 +733,33 @@ impl CacheConfig {
             if let Err(e) = RedisUrl::parse(&self.redis_url) {
                 return Err(("cache.redis_url", e));
             }
+        }
+        Ok(())
+    }
+}
+
+/// `[admin]`: the admin page (custom SQL metrics, clearing the shared memory).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Users (as the web server authenticated them: `REMOTE_USER`) allowed on the admin page;
+    /// empty (default) = the page answers 403 to everyone.
+    pub users: Vec<String>,
+}
+
+impl AdminConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self
+            .users
+            .iter()
+            .any(|u| u.is_empty() || u.chars().any(|c| c.is_whitespace() || c.is_control()))
+        {
+            return Err((
+                "admin.users",
+                "each user must be a non-empty name without whitespace, as the web server \
+                 authenticates it (REMOTE_USER)"
+                    .into(),
+            ));
         }
         Ok(())
     }

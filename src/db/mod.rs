@@ -94,11 +94,30 @@ impl Cell {
 /// A result row.
 pub type Row = Vec<Cell>;
 
+/// A result with its column names.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Table {
+    /// Column names, in order.
+    pub columns: Vec<String>,
+    /// The rows.
+    pub rows: Vec<Row>,
+}
+
+/// The error for a result longer than `max_rows`.
+pub(crate) fn too_many_rows(max_rows: usize) -> DbError {
+    DbError(format!(
+        "the query returned more than {max_rows} rows; aggregate it (GROUP BY) so it returns \
+         one row per series"
+    ))
+}
+
 /// An open database connection.
 ///
 /// The collectors call [`Db::begin_read_only`], then [`Db::query`] any number of times, then
 /// [`Db::end`]. Statements carry no parameters: all SQL is static or formatted with integers
-/// the exporter computed itself, never with outside text.
+/// the exporter computed itself, never with outside text. The one exception is
+/// [`Db::query_one`], which runs an admin's custom-metric SQL as written: exactly one
+/// statement, inside the read-only transaction, with the row cap.
 pub trait Db: Send {
     /// The protocol (for the few statements whose SQL differs).
     fn driver(&self) -> Driver;
@@ -108,6 +127,10 @@ pub trait Db: Send {
     fn begin_read_only(&mut self, timeout: Duration) -> Result<(), DbError>;
     /// Runs one statement and returns all its rows.
     fn query(&mut self, sql: &str) -> Result<Vec<Row>, DbError>;
+    /// Runs `sql`, which must be exactly one statement (the server refuses several), and
+    /// returns its column names and at most `max_rows` rows; more rows are an error. For
+    /// admin-written SQL (custom metrics).
+    fn query_one(&mut self, sql: &str, max_rows: usize) -> Result<Table, DbError>;
     /// Ends the transaction (rolls back: nothing was written).
     fn end(&mut self) -> Result<(), DbError>;
 }

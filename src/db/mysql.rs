@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use mysql::prelude::Queryable;
 
-use super::{Cell, Db, DbError, DbSettings, Driver, Row};
+use super::{too_many_rows, Cell, Db, DbError, DbSettings, Driver, Row, Table};
 
 /// A MySQL or MariaDB connection.
 pub struct MysqlDb {
@@ -20,23 +20,7 @@ pub struct MysqlDb {
 impl MysqlDb {
     /// Connects with the given settings within `timeout`.
     pub fn connect(s: &DbSettings, timeout: Duration) -> Result<MysqlDb, DbError> {
-        let mut opts = mysql::OptsBuilder::new()
-            .user(Some(&s.user))
-            .db_name(Some(&s.name))
-            .tcp_connect_timeout(Some(timeout))
-            .read_timeout(Some(s.statement_timeout + Duration::from_secs(5)))
-            .write_timeout(Some(s.statement_timeout + Duration::from_secs(5)))
-            .prefer_socket(false);
-        if !s.password.is_empty() {
-            opts = opts.pass(Some(s.password.expose()));
-        }
-        opts = match (&s.socket, &s.host) {
-            (Some(sock), _) => opts.socket(Some(sock)),
-            (None, h) => opts
-                .ip_or_hostname(Some(h.clone().unwrap_or_else(|| "localhost".into())))
-                .tcp_port(s.port),
-        };
-        let mut conn = mysql::Conn::new(opts).map_err(my_err)?;
+        let mut conn = mysql::Conn::new(opts(s, timeout)).map_err(my_err)?;
         let version: String = conn
             .query_first("SELECT VERSION()")
             .map_err(my_err)?
@@ -50,7 +34,29 @@ impl MysqlDb {
     }
 }
 
-fn my_err(e: mysql::Error) -> DbError {
+/// Connection options for `s` (shared with the writable store of custom metrics).
+pub(crate) fn opts(s: &DbSettings, timeout: Duration) -> mysql::OptsBuilder {
+    let mut opts = mysql::OptsBuilder::new()
+        .user(Some(&s.user))
+        .db_name(Some(&s.name))
+        .tcp_connect_timeout(Some(timeout))
+        .read_timeout(Some(s.statement_timeout + Duration::from_secs(5)))
+        .write_timeout(Some(s.statement_timeout + Duration::from_secs(5)))
+        .prefer_socket(false);
+    if !s.password.is_empty() {
+        opts = opts.pass(Some(s.password.expose()));
+    }
+    opts = match (&s.socket, &s.host) {
+        (Some(sock), _) => opts.socket(Some(sock)),
+        (None, h) => opts
+            .ip_or_hostname(Some(h.clone().unwrap_or_else(|| "localhost".into())))
+            .tcp_port(s.port),
+    };
+    opts
+}
+
+/// The server's words for a MySQL error.
+pub(crate) fn my_err(e: mysql::Error) -> DbError {
     DbError(e.to_string())
 }
 
@@ -76,6 +82,12 @@ impl Db for MysqlDb {
             )
         };
         self.conn.query_drop(set).map_err(my_err)?;
+        // `START TRANSACTION READ ONLY` alone does not stop DDL: CREATE/DROP commit implicitly
+        // and then run outside it. With the session default read-only too they are refused.
+        // Set on every transaction, so no earlier statement can have turned it off.
+        self.conn
+            .query_drop("SET SESSION TRANSACTION READ ONLY")
+            .map_err(my_err)?;
         self.conn
             .query_drop("START TRANSACTION READ ONLY")
             .map_err(my_err)
@@ -87,6 +99,31 @@ impl Db for MysqlDb {
             .into_iter()
             .map(|r| r.unwrap().into_iter().map(cell).collect())
             .collect())
+    }
+
+    fn query_one(&mut self, sql: &str, max_rows: usize) -> Result<Table, DbError> {
+        // A prepared statement is exactly one statement (the text protocol would run several).
+        let mut result = self.conn.exec_iter(sql, ()).map_err(my_err)?;
+        let columns = result
+            .columns()
+            .as_ref()
+            .iter()
+            .map(|c| c.name_str().into_owned())
+            .collect();
+        let mut rows = Vec::new();
+        for row in result.by_ref() {
+            if rows.len() == max_rows {
+                return Err(too_many_rows(max_rows));
+            }
+            rows.push(
+                row.map_err(my_err)?
+                    .unwrap()
+                    .into_iter()
+                    .map(cell)
+                    .collect(),
+            );
+        }
+        Ok(Table { columns, rows })
     }
 
     fn end(&mut self) -> Result<(), DbError> {

@@ -2,6 +2,8 @@
 //! lookups, free ports and a tiny HTTP client.
 #![allow(dead_code)]
 
+pub mod testdb;
+
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
