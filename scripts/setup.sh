@@ -48,6 +48,8 @@ done
 if ! command -v cargo-deb >/dev/null 2>&1; then
   echo "setup: installing cargo-deb"
   cargo install --quiet --locked cargo-deb --version 3.8.0
+fi
+
 # tests/browser.rs drives that Chromium with playwright-core (npm; pinned by
 # tests/browser/package-lock.json; it downloads no browser of its own). Needs Node.js >= 20.
 browser_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/tests/browser"
