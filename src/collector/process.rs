@@ -26,12 +26,54 @@ pub struct ProcTable {
 
 impl ProcTable {
     /// Scans `/proc`. Zombies are left out.
+    ///
+    /// Each process costs one `open` + `read` + `close` of `/proc/<pid>/stat` (parsed by
+    /// `procfs`), half the system calls of going through `procfs::process::Process`, which
+    /// first opens the process directory: the scan is most of a scrape's `/proc` time.
     pub fn scan() -> std::io::Result<ProcTable> {
+        use procfs::FromRead;
+        use std::io::Read;
         let mut stats = HashMap::new();
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
-        let all = procfs::process::all_processes().map_err(std::io::Error::other)?;
-        for p in all.flatten() {
-            let Ok(st) = p.stat() else { continue };
+        let mut path = String::with_capacity(32);
+        let mut buf = vec![0u8; 4096];
+        for entry in std::fs::read_dir("/proc")?.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            path.clear();
+            path.push_str("/proc/");
+            path.push_str(itoa::Buffer::new().format(pid));
+            path.push_str("/stat");
+            // Gone since the listing, or not readable: skipped like an exited process.
+            let Ok(mut file) = std::fs::File::open(&path) else {
+                continue;
+            };
+            let mut len = 0;
+            loop {
+                match file.read(&mut buf[len..]) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        len += n;
+                        if len == buf.len() {
+                            buf.resize(buf.len() * 2, 0);
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        len = 0;
+                        break;
+                    }
+                }
+                // One read returns the whole line; a short line ending in `\n` is complete.
+                if len > 0 && buf[len - 1] == b'\n' {
+                    break;
+                }
+            }
+            let Ok(st) = Stat::from_read(&buf[..len]) else {
+                continue;
+            };
             if st.state == 'Z' || st.state == 'X' {
                 continue;
             }
@@ -44,7 +86,7 @@ impl ProcTable {
         Ok(ProcTable {
             stats,
             children,
-            boot: procfs::boot_time_secs().unwrap_or(0) as f64,
+            boot: boot_time(),
             tps: procfs::ticks_per_second() as f64,
             page: procfs::page_size() as f64,
         })
@@ -90,6 +132,13 @@ impl ProcTable {
     pub fn start_time(&self, st: &Stat) -> f64 {
         self.boot + st.starttime as f64 / self.tps
     }
+}
+
+/// The boot time in Unix seconds, read once per process (`procfs` caches it per thread, and
+/// collectors run on a new thread every scrape).
+fn boot_time() -> f64 {
+    static BOOT: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *BOOT.get_or_init(|| procfs::boot_time_secs().unwrap_or(0) as f64)
 }
 
 /// One process' figures.
