@@ -242,9 +242,9 @@ fn web_processes_of_real_apache_and_nginx() {
     // By command line (the seed's ServerCMND): exactly this Apache.
     let fams = web(&args.join(" "));
     let rss = "otrs_web_process_resident_memory_bytes";
-    let parents = workers(&fams, rss, ("level", "parent"), "instance");
+    let parents = workers(&fams, rss, ("level", "parent"), "server_pid");
     assert_eq!(parents, BTreeSet::from([(a, a.to_string())]));
-    let kids: BTreeSet<i32> = workers(&fams, rss, ("level", "child"), "instance")
+    let kids: BTreeSet<i32> = workers(&fams, rss, ("level", "child"), "server_pid")
         .into_iter()
         .map(|(p, i)| {
             assert_eq!(i, a.to_string());
@@ -267,7 +267,8 @@ fn web_processes_of_real_apache_and_nginx() {
             .series
             .iter()
             .filter(|s| {
-                label(s, "instance") == Some(&inst.to_string()) && label(s, "level") == Some(level)
+                label(s, "server_pid") == Some(&inst.to_string())
+                    && label(s, "level") == Some(level)
             })
             .map(|s| label(s, "worker").unwrap().parse().unwrap())
             .collect()
@@ -283,7 +284,7 @@ fn web_processes_of_real_apache_and_nginx() {
         .series
         .iter()
         .find(|s| {
-            label(s, "instance") == Some(&n.to_string()) && label(s, "level") == Some("child")
+            label(s, "server_pid") == Some(&n.to_string()) && label(s, "level") == Some("child")
         })
         .map(|s| scalar(&s.value));
     assert_eq!(counted, Some(2.0));
@@ -312,7 +313,7 @@ fn by_instance_in(fams: &[Family], inst: i32) -> Vec<String> {
     family(fams, "otrs_web_process_resident_memory_bytes")
         .series
         .iter()
-        .filter(|s| label(s, "instance") == Some(&inst.to_string()))
+        .filter(|s| label(s, "server_pid") == Some(&inst.to_string()))
         .map(|s| label(s, "worker").unwrap().to_owned())
         .collect()
 }

@@ -6,9 +6,10 @@
 //! (arguments joined by single spaces) equals it and whose parent's does not is a main
 //! process (`level="parent"`). Otherwise Apache (`apache2`, `httpd`) and nginx are detected by
 //! process name: a process with one of those names whose parent has another name. Every
-//! instance found is reported, labelled `server` (its process name) and `instance` (its PID):
-//! several Apache instances (say a reverse proxy and the OTRS backend) are told apart by the
-//! `instance` label rather than guessed between. The children (`level="child"`) are all direct
+//! instance found is reported, labelled `server` (its process name) and `server_pid` (its PID;
+//! not `instance`, which Prometheus sets to the scrape target): several Apache instances (say a
+//! reverse proxy and the OTRS backend) are told apart by that label rather than guessed
+//! between. The children (`level="child"`) are all direct
 //! children of a main process: Apache workers, nginx workers and cache managers, and anything
 //! else the server started directly (mod_cgid's daemon, piped loggers, mod_fcgid's process
 //! manager); FastCGI programs are grandchildren and not included.
@@ -94,14 +95,14 @@ impl Collector for WebProcessCollector {
         let mut fams = ProcFamilies::new("otrs_web_process", "web-server process");
         let mut count = Family::new(
             "otrs_web_processes",
-            "Web-server processes found in this scrape, by server, main process (instance) and level (parent, child).",
+            "Web-server processes found in this scrape, by server, main process (server_pid) and level (parent, child).",
             MetricKind::Gauge,
         );
         for s in &servers {
             let instance = s.pid.to_string();
             let base = [
                 ("server", s.server.as_str()),
-                ("instance", instance.as_str()),
+                ("server_pid", instance.as_str()),
             ];
             let mut found = [0u32; 2];
             if fams.add(
