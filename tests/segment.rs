@@ -795,3 +795,23 @@ fn reading_while_another_process_registers_families_is_not_corruption() {
         400
     );
 }
+
+#[test]
+fn a_damaged_series_count_in_the_header_is_not_trusted_for_memory() {
+    // Found by tests/faults.rs: the live-series counter is a hint for the reader's label
+    // table; a flipped byte there made a cold read try to allocate terabytes and abort.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
+    w.inc(&own_counter(), &[("k", "v")]).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(
+        &(1u64 << 44).to_le_bytes(),
+        otrs_exporter::segment::layout::H_SERIES_LIVE,
+    )
+    .unwrap();
+    let fresh = open(&path);
+    let fams = fresh.read(&ReadOptions::default()).unwrap();
+    assert_eq!(total(&fams, "t_worker_events"), 1.0);
+}
