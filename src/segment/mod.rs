@@ -102,13 +102,26 @@ pub enum SegmentError {
     #[error("{0}")]
     Invalid(String),
     /// A file system or mapping error.
-    #[error("segment {path}: {source}")]
+    #[error("segment {}: {}{}", .path.display(), .source, io_hint(.source))]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// What to do about a file system error, appended to its message.
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "; the exporter's user needs read and write access to the segment file and its \
+             directory: set segment.group to the web server's group (and the directory's group)"
+        }
+        Some(libc::EROFS) => "; segment.path must be on a writable filesystem (e.g. /dev/shm)",
+        Some(libc::ENOSPC) => "; free space on that filesystem or lower segment.max_bytes",
+        _ => "",
+    }
 }
 
 impl SegmentError {
@@ -158,6 +171,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {
 enum Unusable {
     Missing,
     Invalid(String),
+    /// The file exists but cannot be opened (permissions, read-only filesystem): not damage,
+    /// so it is reported and never replaced.
+    Io(io::Error),
 }
 
 impl Segment {
@@ -185,11 +201,13 @@ impl Segment {
             Ok((file, max)) => return Self::attach(file, max, opts, sem),
             Err(Unusable::Missing) => {}
             Err(Unusable::Invalid(_)) => {}
+            Err(Unusable::Io(e)) => return Err(io_err(&opts.path)(e)),
         }
         // Slow path under the semaphore: check again, then create or recreate.
         let guard = sem.lock(opts.lock_timeout)?;
         let result = match Self::try_existing(opts) {
             Ok((file, max)) => Ok((file, max)),
+            Err(Unusable::Io(e)) => Err(io_err(&opts.path)(e)),
             Err(why) => {
                 if let Unusable::Invalid(reason) = &why {
                     log::error!(
@@ -212,7 +230,7 @@ impl Segment {
         let file = match OpenOptions::new().read(true).write(true).open(&opts.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
-            Err(e) => return Err(Unusable::Invalid(format!("cannot open: {e}"))),
+            Err(e) => return Err(Unusable::Io(e)),
         };
         let max = validate_file(&file).map_err(Unusable::Invalid)?;
         Ok((file, max))
