@@ -927,13 +927,16 @@ impl KeepAlive {
 }
 
 fn percent_junk(rng: &mut common::Rng, n: usize) -> String {
-    const SAFE: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~/;=&?:@!$'()*+,";
+    const SAFE: &[u8] =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~/;=&?:@!$'()*+,";
     let mut s = String::new();
     for _ in 0..n {
         match rng.range(0, 10) {
             0..=5 => s.push(SAFE[rng.range(0, SAFE.len() as u64) as usize] as char),
             6..=8 => s.push_str(&format!("%{:02X}", rng.range(0, 256))),
-            _ => s.push_str(["..", "%2e%2e", "%00", "%u002e", "//", "%2f"][rng.range(0, 6) as usize]),
+            _ => {
+                s.push_str(["..", "%2e%2e", "%00", "%u002e", "//", "%2f"][rng.range(0, 6) as usize])
+            }
         }
     }
     s
@@ -1044,11 +1047,8 @@ fn hostile_urls_methods_headers_and_traversal_through_apache() {
             routes.insert(r.to_owned());
         }
     }
-    let overflow = sample(
-        &body,
-        "otrs_exporter_label_overflow_total{label=\"route\"}",
-    )
-    .unwrap_or(0.0);
+    let overflow =
+        sample(&body, "otrs_exporter_label_overflow_total{label=\"route\"}").unwrap_or(0.0);
     let lines = sample(&body, "otrs_exporter_ingest_lines_total{source=\"apache\"}").unwrap_or(0.0);
     let series = body.lines().filter(|l| !l.starts_with('#')).count();
     let base_series = base.lines().filter(|l| !l.starts_with('#')).count();
@@ -1153,7 +1153,10 @@ fn hostile_urls_methods_headers_and_traversal_through_apache() {
                 );
             }
             assert!(!body.contains("root:x:0"), "{t}: {body:.300}");
-            seen.push(format!("{t} {}→{status}", if with_auth { "auth" } else { "anon" }));
+            seen.push(format!(
+                "{t} {}→{status}",
+                if with_auth { "auth" } else { "anon" }
+            ));
         }
     }
     common::figures(

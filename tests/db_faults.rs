@@ -67,12 +67,25 @@ impl Server {
         std::fs::create_dir(&data).unwrap();
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700)).unwrap();
         chown(&data, Some(owner.uid.as_raw()), Some(owner.gid.as_raw())).unwrap();
-        chown(dir.path(), Some(owner.uid.as_raw()), Some(owner.gid.as_raw())).unwrap();
+        chown(
+            dir.path(),
+            Some(owner.uid.as_raw()),
+            Some(owner.gid.as_raw()),
+        )
+        .unwrap();
         let out = match driver {
             Driver::Postgres => {
                 let mut c = Command::new(pg_bin("initdb"));
-                c.args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync", "-D"])
-                    .arg(&data);
+                c.args([
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "-E",
+                    "UTF8",
+                    "--no-sync",
+                    "-D",
+                ])
+                .arg(&data);
                 as_user(&mut c, "postgres");
                 c.output().unwrap()
             }
@@ -154,7 +167,10 @@ impl Server {
         }
         let t = Instant::now();
         while !self.answers() {
-            assert!(t.elapsed() < Duration::from_secs(60), "server did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "server did not start"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -162,7 +178,10 @@ impl Server {
     fn answers(&self) -> bool {
         match self.driver {
             Driver::Postgres => postgres::Client::connect(
-                &format!("host=127.0.0.1 port={} user=postgres dbname=postgres", self.port),
+                &format!(
+                    "host=127.0.0.1 port={} user=postgres dbname=postgres",
+                    self.port
+                ),
                 postgres::NoTls,
             )
             .is_ok(),
@@ -238,13 +257,16 @@ impl Server {
     /// An admin connection that runs `sql` (each statement in order) and stays open.
     fn admin(&self, db: &str) -> Admin {
         match self.driver {
-            Driver::Postgres => Admin::Pg(
+            Driver::Postgres => Admin::Pg(Box::new(
                 postgres::Client::connect(
-                    &format!("host=127.0.0.1 port={} user=postgres dbname={db}", self.port),
+                    &format!(
+                        "host=127.0.0.1 port={} user=postgres dbname={db}",
+                        self.port
+                    ),
                     postgres::NoTls,
                 )
                 .unwrap(),
-            ),
+            )),
             Driver::Mysql => Admin::My(mysql::Conn::new(self.my_opts(Some(db))).unwrap()),
         }
     }
@@ -284,17 +306,20 @@ impl Drop for Server {
 }
 
 enum Admin {
-    Pg(postgres::Client),
+    Pg(Box<postgres::Client>),
     My(mysql::Conn),
 }
 
 impl Admin {
     fn exec(&mut self, sql: &str) {
         match self {
-            Admin::Pg(c) => c.batch_execute(sql).unwrap_or_else(|e| panic!("{e}: {sql:.200}")),
+            Admin::Pg(c) => c
+                .batch_execute(sql)
+                .unwrap_or_else(|e| panic!("{e}: {sql:.200}")),
             Admin::My(c) => {
                 use mysql::prelude::Queryable;
-                c.query_drop(sql).unwrap_or_else(|e| panic!("{e}: {sql:.200}"))
+                c.query_drop(sql)
+                    .unwrap_or_else(|e| panic!("{e}: {sql:.200}"))
             }
         }
     }
@@ -519,12 +544,19 @@ fn faults(driver: Driver) -> String {
     assert_eq!(status, 200);
     assert!(took.as_secs_f64() < DEADLINE + 2.0, "{took:?}");
     assert_eq!(
-        sample(&body, "otrs_exporter_collector_success{collector=\"tickets\"}"),
+        sample(
+            &body,
+            "otrs_exporter_collector_success{collector=\"tickets\"}"
+        ),
         Some(0.0)
     );
     std::thread::sleep(Duration::from_millis(500));
     server.start();
-    let back = ex.until(Duration::from_secs(30), healthy, "recovery after a restart mid-scrape");
+    let back = ex.until(
+        Duration::from_secs(30),
+        healthy,
+        "recovery after a restart mid-scrape",
+    );
     figs.push(format!(
         "restart mid-scrape: that scrape answered in {} with tickets 0; healthy {} after the \
          server came back",
@@ -541,10 +573,7 @@ fn faults(driver: Driver) -> String {
         hung.push(s);
         std::thread::sleep(Duration::from_millis(1100));
     }
-    assert!(
-        hung.iter().all(|s| s.segment == Some(1.0)),
-        "{hung:?}"
-    );
+    assert!(hung.iter().all(|s| s.segment == Some(1.0)), "{hung:?}");
     assert!(
         hung.iter().any(|s| s.tickets == Some(0.0)),
         "a hung server is a failure: {hung:?}"
@@ -553,7 +582,10 @@ fn faults(driver: Driver) -> String {
     let back = ex.until(Duration::from_secs(60), healthy, "recovery after SIGCONT");
     figs.push(format!(
         "server hung (SIGSTOP): scrapes {}; healthy {} after SIGCONT",
-        hung.iter().map(|s| ms(s.took)).collect::<Vec<_>>().join(", "),
+        hung.iter()
+            .map(|s| ms(s.took))
+            .collect::<Vec<_>>()
+            .join(", "),
         ms(back)
     ));
     let log = ex.log();

@@ -215,7 +215,11 @@ impl Outcomes {
 
 /// Where to flip bytes: the header, the family directory, the worker table or the arena.
 fn flip(path: &Path, rng: &mut Rng) -> String {
-    let f = std::fs::OpenOptions::new().write(true).read(true).open(path).unwrap();
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .read(true)
+        .open(path)
+        .unwrap();
     let len = f.metadata().unwrap().len();
     let n = rng.range(1, 17);
     let region = rng.range(0, 4);
@@ -289,7 +293,10 @@ fn random_byte_flips_and_truncations_never_crash_or_hang_a_scrape() {
             truncations += 1;
             let len = pristine.len() as u64;
             let to = rng.range(0, len);
-            let f = std::fs::OpenOptions::new().write(true).open(&e.segment).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&e.segment)
+                .unwrap();
             f.set_len(to).unwrap();
             format!("seed {seed}: truncated to {to} of {len} bytes")
         } else if seed % 2 == 0 {
@@ -303,7 +310,12 @@ fn random_byte_flips_and_truncations_never_crash_or_hang_a_scrape() {
         // The long-running worker.
         let before = serve_log().len();
         let t = Instant::now();
-        match fcgi::get(&sock, METRICS, "collect[]=segment&collect[]=exporter", BOUND) {
+        match fcgi::get(
+            &sock,
+            METRICS,
+            "collect[]=segment&collect[]=exporter",
+            BOUND,
+        ) {
             Ok((status, body)) => {
                 let r = Run {
                     status: Some(std::process::ExitStatus::from_raw(0)),
@@ -314,7 +326,9 @@ fn random_byte_flips_and_truncations_never_crash_or_hang_a_scrape() {
                 slowest = slowest.max(r.took);
                 live.judge(&format!("fastcgi {what}"), status, &body, &r);
             }
-            Err(err) => live.bad.push(format!("fastcgi {what}: {err}\n{}", serve_log())),
+            Err(err) => live
+                .bad
+                .push(format!("fastcgi {what}: {err}\n{}", serve_log())),
         }
         if let Ok(Some(st)) = serve.try_wait() {
             panic!("the FastCGI worker died ({st}) at {what}:\n{}", serve_log());
@@ -324,7 +338,10 @@ fn random_byte_flips_and_truncations_never_crash_or_hang_a_scrape() {
         restore(&pristine, &e.segment);
         let mut again = Rng(seed ^ 0xabcdef);
         if truncate {
-            let f = std::fs::OpenOptions::new().write(true).open(&e.segment).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&e.segment)
+                .unwrap();
             f.set_len(again.range(0, pristine.len() as u64)).unwrap();
         } else {
             flip(&e.segment, &mut again);
@@ -339,7 +356,10 @@ fn random_byte_flips_and_truncations_never_crash_or_hang_a_scrape() {
         restore(&pristine, &e.segment);
         let mut again = Rng(seed ^ 0xabcdef);
         if truncate {
-            let f = std::fs::OpenOptions::new().write(true).open(&e.segment).unwrap();
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&e.segment)
+                .unwrap();
             f.set_len(again.range(0, pristine.len() as u64)).unwrap();
         } else {
             flip(&e.segment, &mut again);
@@ -389,7 +409,13 @@ impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().unwrap();
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0755"),
+                "tmpfs",
+            ])
             .arg(dir.path())
             .output()
             .ok()?;
@@ -420,7 +446,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
     }
 }
 
@@ -447,7 +476,11 @@ fn a_full_filesystem_refuses_growth_clearly_and_existing_series_keep_counting() 
     let text = distinct_routes("Full", 4000) + &lines("AgentTicketZoom", 100);
     let r = e.ingest(text);
     assert!(crashed(&r.status).is_none(), "{}", r.stderr);
-    assert!(r.status.unwrap().success(), "ingest exits normally: {}", r.stderr);
+    assert!(
+        r.status.unwrap().success(),
+        "ingest exits normally: {}",
+        r.stderr
+    );
     let refusals = r.stderr.matches("No space left on device").count();
     assert!(
         r.stderr.contains("cannot grow") && refusals > 0,
@@ -504,7 +537,11 @@ fn the_max_bytes_limit_is_a_clear_counted_refusal() {
         std::fs::read_to_string(&e.config).unwrap() + "[ingest]\nroute_cap = 100000\n",
     )
     .unwrap();
-    let r = e.ingest(lines("AgentTicketZoom", 10) + &distinct_routes("Max", 3000) + &lines("AgentTicketZoom", 10));
+    let r = e.ingest(
+        lines("AgentTicketZoom", 10)
+            + &distinct_routes("Max", 3000)
+            + &lines("AgentTicketZoom", 10),
+    );
     assert!(r.status.unwrap().success(), "{}", r.stderr);
     assert!(
         r.stderr.contains("segment.max_bytes"),

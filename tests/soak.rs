@@ -22,9 +22,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{fcgi, figures, sigkill, sum_of, wait_timeout, Rng, BIN, METRICS};
-use otrs_exporter::segment::{
-    FamilyDef, ReadOptions, Segment, SegmentOptions, WorkerKind, Writer,
-};
+use otrs_exporter::segment::{FamilyDef, ReadOptions, Segment, SegmentOptions, WorkerKind, Writer};
 use otrs_exporter::snapshot::{Family, Value};
 
 /// How long any process may take to do what it was asked (start, finish, exit) before it
@@ -157,10 +155,7 @@ impl Soak {
         let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr);
         self.tally.dumps.fetch_add(1, Ordering::Relaxed);
         let parsed = serde_json::from_str::<serde_json::Value>(&stdout).is_ok();
-        if !status.success()
-            || !parsed
-            || stderr.contains("corrupt")
-            || stderr.contains("unusable")
+        if !status.success() || !parsed || stderr.contains("corrupt") || stderr.contains("unusable")
         {
             self.tally
                 .invalid
@@ -172,10 +167,7 @@ impl Soak {
 }
 
 fn label<'a>(labels: &'a [(std::sync::Arc<str>, std::sync::Arc<str>)], k: &str) -> Option<&'a str> {
-    labels
-        .iter()
-        .find(|(n, _)| &**n == k)
-        .map(|(_, v)| &**v)
+    labels.iter().find(|(n, _)| &**n == k).map(|(_, v)| &**v)
 }
 
 /// Sum of a counter family over the series whose label `k` is `v`.
@@ -204,7 +196,7 @@ fn sum_all(fams: &[Family], family: &str) -> f64 {
 
 /// Plain writer processes: count into `soak_events{inst}`, a new series every 1000.
 fn writer_lane(s: &Soak, lane: u64) {
-    let mut rng = Rng(0x51_7cc1_b727_220a ^ (lane + 1) * 0x9e37_79b9);
+    let mut rng = Rng(0x51_7cc1_b727_220a ^ ((lane + 1) * 0x9e37_79b9));
     let mut k = 0;
     while !s.done() {
         k += 1;
@@ -310,7 +302,10 @@ fn ingest_lane(s: &Soak) {
             match wait_timeout(&mut child, BOUND) {
                 Some(st) if st.success() => {
                     s.tally.survived("ingest");
-                    s.ingesters.lock().unwrap().push((route, n as f64, n as f64));
+                    s.ingesters
+                        .lock()
+                        .unwrap()
+                        .push((route, n as f64, n as f64));
                 }
                 Some(st) => s
                     .tally
@@ -468,7 +463,8 @@ fn gc_lane(s: &Soak) {
                 s.tally.gc_completed.fetch_add(1, Ordering::Relaxed);
                 if !st.success() {
                     let mut e = String::new();
-                    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut e);
+                    let _ =
+                        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut e);
                     s.tally
                         .invalid
                         .lock()
@@ -602,6 +598,10 @@ fn random_sigkills_of_every_writer_kind_lose_nothing_and_wedge_nothing() {
         ("invalid", &t.invalid),
     ] {
         let list = list.lock().unwrap();
-        assert!(list.is_empty(), "{what}: {:#?}\n{report}", &list[..list.len().min(10)]);
+        assert!(
+            list.is_empty(),
+            "{what}: {:#?}\n{report}",
+            &list[..list.len().min(10)]
+        );
     }
 }

@@ -114,7 +114,11 @@ impl WarnLimit {
             return;
         }
         if self.held > 0 {
-            log::warn!("{msg} ({} similar messages in the last {}s not shown)", self.held, Self::EVERY.as_secs());
+            log::warn!(
+                "{msg} ({} similar messages in the last {}s not shown)",
+                self.held,
+                Self::EVERY.as_secs()
+            );
         } else {
             log::warn!("{msg}");
         }
@@ -184,8 +188,7 @@ impl Recorder {
             Ok(ok) => ok,
             Err(e) => {
                 // Not remembered: the segment may have room again for the next line.
-                self.warn
-                    .warn(format_args!("route cap check failed: {e}"));
+                self.warn.warn(format_args!("route cap check failed: {e}"));
                 return false;
             }
         };

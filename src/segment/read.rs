@@ -93,7 +93,11 @@ fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Val
     };
     match fam.def.kind {
         MetricKind::Histogram => {
-            let nb = fam.def.buckets.len().min((head.cells as usize).saturating_sub(2));
+            let nb = fam
+                .def
+                .buckets
+                .len()
+                .min((head.cells as usize).saturating_sub(2));
             let sum = f64::from_bits(cell(0));
             let mut cumulative = 0u64;
             let mut buckets = Vec::with_capacity(nb);

@@ -165,8 +165,8 @@ fn dechunk(mut rest: &str) -> std::io::Result<String> {
 /// `scripts/test.sh` shows after the run (cargo hides the output of passing tests).
 pub fn figures(name: &str, text: &str) {
     eprintln!("{text}");
-    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("reliability-{name}.txt"));
+    let path =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("reliability-{name}.txt"));
     let _ = std::fs::write(path, format!("== {name}\n{text}\n"));
 }
 
