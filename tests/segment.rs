@@ -815,3 +815,27 @@ fn a_damaged_series_count_in_the_header_is_not_trusted_for_memory() {
     let fams = fresh.read(&ReadOptions::default()).unwrap();
     assert_eq!(total(&fams, "t_worker_events"), 1.0);
 }
+
+#[test]
+fn a_damaged_committed_size_never_lets_a_mapped_process_touch_pages_past_the_file() {
+    // Found by tests/faults.rs (a FastCGI worker killed by SIGBUS): header words flipped while
+    // the file is mapped claimed more committed bytes than the file has, and the allocation
+    // pointer beyond its end; the next new series was written past the end of the file.
+    use otrs_exporter::segment::layout::{H_BUMP, H_FILE_SIZE};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
+    w.inc(&own_counter(), &[("k", "v")]).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&(size + (8 << 20)).to_le_bytes(), H_FILE_SIZE)
+        .unwrap();
+    f.write_all_at(&(size + (4 << 20)).to_le_bytes(), H_BUMP)
+        .unwrap();
+    // Either refused or done after a real growth; never a fault.
+    let r = w.inc(&own_counter(), &[("k", "new")]);
+    let grown = std::fs::metadata(&path).unwrap().len();
+    assert!(r.is_err() || grown > size, "{r:?}, file {size} -> {grown}");
+    let _ = seg.read(&ReadOptions::default());
+}
