@@ -630,3 +630,101 @@ fn an_unwritable_segment_directory_or_filesystem_is_reported_not_fatal() {
     }
     figures("unwritable", &figs.join("\n"));
 }
+
+/// Private memory of a `serve` worker: (KiB after the first third of the scrapes, at the end).
+fn serve_memory(e: &Env, env: Option<(&str, &str)>, scrapes: usize) -> (u64, u64) {
+    let sock = e
+        .dir
+        .path()
+        .join(format!("mem{}.sock", env.is_some() as u8));
+    let mut cmd = e.cmd(&["serve", "--listen", &format!("unix:{}", sock.display())]);
+    if let Some((k, v)) = env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(common::wait_listening(&sock, BOUND));
+    let anon = || -> u64 {
+        std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap()
+    };
+    let batch = |n: usize| {
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..n / 4 {
+                        let r = fcgi::get(&sock, METRICS, "", BOUND).unwrap();
+                        assert_eq!(r.0, 200);
+                    }
+                });
+            }
+        })
+    };
+    batch(scrapes / 3);
+    let first = anon();
+    batch(scrapes - scrapes / 3);
+    let end = anon();
+    let _ = child.kill();
+    let _ = child.wait();
+    (first, end)
+}
+
+#[test]
+fn a_long_running_worker_keeps_its_memory_level_over_many_scrapes() {
+    use otrs_exporter::segment::{Segment, SegmentOptions, WorkerKind, Writer};
+    let base = tempfile::tempdir().unwrap();
+    let e = env_at(&base.path().join("seg"), "worker_slots = 64\n");
+    let mut o = SegmentOptions::new(&e.segment);
+    o.worker_slots = 64;
+    let seg = Segment::open(&o).unwrap();
+    let def = otrs_exporter::ingest::families::WebFamilies::default().requests;
+    // `WORKER_SERIES` and `WORKER_SCRAPES` scale it up (bench/soak.sh).
+    let param = |name: &str, default: usize| -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let series = param("WORKER_SERIES", 2_000);
+    let scrapes = param("WORKER_SCRAPES", 120);
+    for w in 0..5u32 {
+        let slot = seg
+            .claim_worker_for(4_100_000 + w, 1, WorkerKind::Test)
+            .unwrap();
+        let mut wr = Writer::for_slot(&seg, WorkerKind::Test, slot);
+        for i in 0..series / 5 {
+            let route = format!("agent:Action{i}");
+            wr.inc(
+                &def,
+                &[
+                    ("method", "GET"),
+                    ("route", &route),
+                    ("status_class", "2xx"),
+                ],
+            )
+            .unwrap();
+        }
+    }
+    // Every scrape on a new connection, i.e. a new thread: what a web server does.
+    let (first, end) = serve_memory(&e, None, scrapes);
+    // For comparison: glibc's default arena limit on an 8-core machine.
+    let (first_many, end_many) = serve_memory(&e, Some(("MALLOC_ARENA_MAX", "64")), scrapes);
+    figures(
+        "worker-memory",
+        &format!(
+            "FastCGI worker, {series} series, {scrapes} scrapes from 4 clients on new connections: \
+             private memory {first} KiB after {} scrapes, {end} KiB at the end; with up to 64 \
+             malloc arenas (glibc's default on 8 cores): {first_many} KiB -> {end_many} KiB",
+            scrapes / 3
+        ),
+    );
+    assert!(end < first + 16 * 1024, "{first} -> {end} KiB");
+}
