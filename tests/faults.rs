@@ -307,7 +307,9 @@ fn random_byte_flips_and_truncations_never_crash_or_hang_a_scrape() {
             assert!(matches!(r, Ok((200, _))), "{r:?}{}", serve_log());
             format!("seed {seed}: {} while mapped", flip(&e.segment, &mut rng))
         };
-        // The long-running worker.
+        // The long-running worker (the damaged file is kept to reproduce a failure).
+        let kept = e.dir.path().join("damaged.seg");
+        let _ = std::fs::copy(&e.segment, &kept);
         let before = serve_log().len();
         let t = Instant::now();
         match fcgi::get(
@@ -331,7 +333,13 @@ fn random_byte_flips_and_truncations_never_crash_or_hang_a_scrape() {
                 .push(format!("fastcgi {what}: {err}\n{}", serve_log())),
         }
         if let Ok(Some(st)) = serve.try_wait() {
-            panic!("the FastCGI worker died ({st}) at {what}:\n{}", serve_log());
+            let keep = std::env::temp_dir().join(format!("otrs-exporter-damaged-{seed}.seg"));
+            let _ = std::fs::copy(&kept, &keep);
+            panic!(
+                "the FastCGI worker died ({st}) at {what} (file kept as {}):\n{}",
+                keep.display(),
+                serve_log()
+            );
         }
         // A damaged file seen first by a CGI process (restore the damage, as the worker may
         // have recreated the segment).
