@@ -839,3 +839,33 @@ fn a_damaged_committed_size_never_lets_a_mapped_process_touch_pages_past_the_fil
     assert!(r.is_err() || grown > size, "{r:?}, file {size} -> {grown}");
     let _ = seg.read(&ReadOptions::default());
 }
+
+#[test]
+fn a_damaged_worker_slot_count_in_a_mapped_segment_is_not_followed() {
+    // Found by tests/faults.rs (a FastCGI worker killed by SIGBUS at seed 928 of 1000): the
+    // slot count was re-read from shared memory on every use, so a damaged header word made
+    // `stats()` walk "worker slots" far past the end of the file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    Writer::new(&seg, WorkerKind::Test)
+        .unwrap()
+        .inc(&own_counter(), &[])
+        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(
+        &10_747_968u32.to_le_bytes(),
+        otrs_exporter::segment::layout::H_WORKER_SLOTS,
+    )
+    .unwrap();
+    assert_eq!(seg.stats().worker_slots, 256);
+    assert_eq!(
+        total(
+            &seg.read(&ReadOptions::default()).unwrap(),
+            "t_worker_events"
+        ),
+        1.0
+    );
+    let _ = seg.dump();
+    let _ = seg.gc(Duration::ZERO);
+}

@@ -144,6 +144,9 @@ struct Inner {
     sem: Mutex<Semaphore>,
     /// Decoded family records, by directory index (immutable once published).
     families: Mutex<Vec<Arc<family::FamilyRec>>>,
+    /// Worker slots, read once when the file was validated: the header word in shared memory
+    /// could be damaged later, and loops over the worker table must stay inside it.
+    worker_slots: u32,
 }
 
 /// Holding this means holding the semaphore; structural changes take a `&Locked`.
@@ -244,6 +247,14 @@ impl Segment {
     ) -> Result<Segment, SegmentError> {
         let meta = file.metadata().map_err(io_err(&opts.path))?;
         let map = Mapping::new(&file, max).map_err(io_err(&opts.path))?;
+        let worker_slots = map.u32_unchecked(H_WORKER_SLOTS).load(Ordering::Relaxed);
+        if !(16..=65536).contains(&worker_slots)
+            || WORKERS + u64::from(worker_slots) * WORKER_SLOT_BYTES > map.committed()
+        {
+            return Err(SegmentError::corrupt(format!(
+                "implausible worker slot count {worker_slots}"
+            )));
+        }
         Ok(Segment {
             inner: Arc::new(Inner {
                 map: Arc::new(map),
@@ -252,6 +263,7 @@ impl Segment {
                 opts: opts.clone(),
                 sem: Mutex::new(sem),
                 families: Mutex::new(Vec::new()),
+                worker_slots,
             }),
         })
     }
@@ -480,10 +492,7 @@ impl Segment {
     }
 
     pub(crate) fn worker_slots(&self) -> u32 {
-        self.inner
-            .map
-            .u32_unchecked(H_WORKER_SLOTS)
-            .load(Ordering::Relaxed)
+        self.inner.worker_slots
     }
 
     pub(crate) fn note_write_failure(&self) {
