@@ -3,7 +3,7 @@
 //! OTRS-like `ScriptAlias /otrs/` mapping. Each test runs its own throwaway Apache on a free
 //! loopback port in a temporary directory; Prometheus itself scrapes through one of them.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -84,6 +84,11 @@ impl Apache {
     /// Starts Apache; with `access_log`, also with the shipped access-log snippet (piped
     /// `otrs-exporter ingest`) and OTRS-like static files under `/otrs-web/`.
     fn start_with(front: Front, order: OtrsOrder, access_log: bool) -> Apache {
+        Self::start_with_config(front, order, access_log, "")
+    }
+
+    /// [`Apache::start_with`], with `extra` appended to the exporter's config file.
+    fn start_with_config(front: Front, order: OtrsOrder, access_log: bool, extra: &str) -> Apache {
         require_apache();
         let dir = tempfile::Builder::new()
             .prefix("otrs-exporter-apache-")
@@ -112,7 +117,7 @@ impl Apache {
         std::fs::write(
             &config,
             format!(
-                "log_level = \"debug\"\n[segment]\npath = \"{}\"\n{group_line}worker_slots = 64\n\n[gc]\ngrace_seconds = 3600\n",
+                "log_level = \"debug\"\n[segment]\npath = \"{}\"\n{group_line}worker_slots = 64\n\n[gc]\ngrace_seconds = 3600\n{extra}",
                 shm.join("segment").display()
             ),
         )
@@ -807,5 +812,418 @@ fn apache_piped_access_log_counts_every_request_per_worker_and_route() {
             "otrs_exporter_log_parse_errors_total{source=\"apache\"}"
         ),
         Some(0.0)
+    );
+}
+
+/// A keep-alive HTTP/1.1 connection that sends raw requests and reads whole responses.
+struct KeepAlive {
+    port: u16,
+    conn: Option<std::io::BufReader<std::net::TcpStream>>,
+}
+
+impl KeepAlive {
+    fn new(port: u16) -> KeepAlive {
+        KeepAlive { port, conn: None }
+    }
+
+    /// Sends `req` (a whole request) and returns the status (0: the connection failed), and
+    /// the body if it was read.
+    fn send(&mut self, req: &[u8], head: bool) -> (u16, Vec<u8>) {
+        use std::io::{BufRead, Read, Write};
+        for attempt in 0..2 {
+            if self.conn.is_none() {
+                let Ok(s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+                    return (0, Vec::new());
+                };
+                s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                self.conn = Some(std::io::BufReader::new(s));
+            }
+            let c = self.conn.as_mut().unwrap();
+            if c.get_mut().write_all(req).is_err() {
+                self.conn = None;
+                continue;
+            }
+            let mut status_line = String::new();
+            match c.read_line(&mut status_line) {
+                Ok(0) | Err(_) if attempt == 0 => {
+                    // A kept-alive connection the server had closed: once more on a new one.
+                    self.conn = None;
+                    continue;
+                }
+                Ok(0) | Err(_) => {
+                    self.conn = None;
+                    return (0, Vec::new());
+                }
+                Ok(_) => {}
+            }
+            let status: u16 = status_line
+                .strip_prefix("HTTP/1.")
+                .and_then(|l| l.split(' ').nth(1))
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+            if status == 0 {
+                // Out of step with the server (a response framed in a way this small client
+                // misread): start over on a new connection.
+                self.conn = None;
+                if attempt == 0 {
+                    continue;
+                }
+                return (0, Vec::new());
+            }
+            let (mut len, mut chunked, mut close) = (None, false, false);
+            loop {
+                let mut l = String::new();
+                if c.read_line(&mut l).unwrap_or(0) == 0 {
+                    close = true;
+                    break;
+                }
+                let l = l.trim_end();
+                if l.is_empty() {
+                    break;
+                }
+                if let Some((n, v)) = l.split_once(':') {
+                    let v = v.trim();
+                    match n.to_ascii_lowercase().as_str() {
+                        "content-length" => len = v.parse::<usize>().ok(),
+                        "transfer-encoding" => chunked = v.eq_ignore_ascii_case("chunked"),
+                        "connection" => close = v.eq_ignore_ascii_case("close"),
+                        _ => {}
+                    }
+                }
+            }
+            let mut body = Vec::new();
+            if !head {
+                if chunked {
+                    loop {
+                        let mut size = String::new();
+                        if c.read_line(&mut size).unwrap_or(0) == 0 {
+                            close = true;
+                            break;
+                        }
+                        let n = usize::from_str_radix(size.trim().split(';').next().unwrap(), 16)
+                            .unwrap_or(0);
+                        let mut chunk = vec![0; n + 2];
+                        if c.read_exact(&mut chunk).is_err() {
+                            close = true;
+                            break;
+                        }
+                        if n == 0 {
+                            break;
+                        }
+                        body.extend_from_slice(&chunk[..n]);
+                    }
+                } else if let Some(n) = len {
+                    body.resize(n, 0);
+                    if c.read_exact(&mut body).is_err() {
+                        close = true;
+                    }
+                } else if status != 304 && status != 204 {
+                    let _ = c.read_to_end(&mut body);
+                    close = true;
+                }
+            }
+            if close {
+                self.conn = None;
+            }
+            return (status, body);
+        }
+        (0, Vec::new())
+    }
+}
+
+fn percent_junk(rng: &mut common::Rng, n: usize) -> String {
+    const SAFE: &[u8] =
+        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.~/;=&?:@!$'()*+,";
+    let mut s = String::new();
+    for _ in 0..n {
+        match rng.range(0, 10) {
+            0..=5 => s.push(SAFE[rng.range(0, SAFE.len() as u64) as usize] as char),
+            6..=8 => s.push_str(&format!("%{:02X}", rng.range(0, 256))),
+            _ => {
+                s.push_str(["..", "%2e%2e", "%00", "%u002e", "//", "%2f"][rng.range(0, 6) as usize])
+            }
+        }
+    }
+    s
+}
+
+/// Random URLs and methods through the real Apache with the shipped mod_fcgid and access-log
+/// snippets: only documented statuses, bounded exporter memory, bounded route series. Then
+/// oversized headers and path traversal on the admin route. `HOSTILE_REQUESTS` sets the count
+/// (default 12,000, plus the second half again; the README has a run of 1,000,000).
+#[test]
+fn hostile_urls_methods_headers_and_traversal_through_apache() {
+    let n: u64 = std::env::var("HOSTILE_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12_000);
+    // A small route cap, so the cap is reached within the CI-sized run and memory can be seen
+    // to level off after it.
+    let a = Apache::start_with_config(
+        Front::Fcgid,
+        OtrsOrder::Surrounding,
+        true,
+        "[ingest]\nroute_cap = 100\n",
+    );
+    let auth = format!(
+        "Authorization: Basic {}\r\n",
+        common::base64(format!("{}:{}", USER.0, USER.1).as_bytes())
+    );
+    let base = a.scrape("").body;
+    // Private (anonymous) memory of each exporter worker; the shared segment's pages are
+    // file-backed and grow with the series (bounded by the cap), so they are reported apart.
+    let rss_all = |a: &Apache| -> Vec<(u32, u64, u64)> {
+        a.exporter_pids()
+            .into_iter()
+            .filter_map(|p| {
+                let status = std::fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+                let kib = |k: &str| -> Option<u64> {
+                    status
+                        .lines()
+                        .find_map(|l| l.strip_prefix(k))?
+                        .split_whitespace()
+                        .next()?
+                        .parse()
+                        .ok()
+                };
+                Some((p, kib("RssAnon:")?, kib("VmRSS:")?))
+            })
+            .collect()
+    };
+    // Scrapes from several clients at once reach several workers (each reads every series).
+    let settle = |a: &Apache| {
+        for _ in 0..3 {
+            parallel_scrapes(a, 6);
+        }
+    };
+    settle(&a);
+    let before = rss_all(&a);
+    const METHODS: [&str; 12] = [
+        "GET", "GET", "GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE",
+        "PROPFIND", "BREW",
+    ];
+    let threads = 4u64;
+    let started = Instant::now();
+    let phase = |seed: u64, count: u64| -> Vec<(BTreeMap<u16, u64>, Vec<String>)> {
+        std::thread::scope(|s| {
+            (0..threads)
+            .map(|t| {
+                let auth = auth.clone();
+                let port = a.port;
+                s.spawn(move || {
+                    let mut rng = common::Rng(0x9e37_79b9_7f4a_7c15 ^ (t + 1) ^ (seed << 32));
+                    let mut ka = KeepAlive::new(port);
+                    let mut statuses = BTreeMap::new();
+                    let mut failed = Vec::new();
+                    for _ in 0..count / threads {
+                        let method = METHODS[rng.range(0, METHODS.len() as u64) as usize];
+                        let junk_len = rng.range(0, 60) as usize;
+                        let junk = percent_junk(&mut rng, junk_len);
+                        let (path, with_auth) = match rng.range(0, 1000) {
+                            // Scrapes with random query strings (collect[] typos, junk).
+                            0..=2 => (format!("{METRICS}?collect[]={junk}"), true),
+                            3..=5 => (format!("{METRICS}?{junk}"), true),
+                            // The exporter's routes with random suffixes: its own 404/405.
+                            6..=60 => (format!("{METRICS}/{junk}"), true),
+                            61..=110 => (format!("{ADMIN}/{junk}"), true),
+                            111..=130 => (format!("{ADMIN}/{junk}"), false),
+                            // OTRS (the stand-in script), random Actions: the route cap.
+                            131..=150 => (format!("/otrs/index.pl?Action=A{junk}"), false),
+                            // Static files and everything else Apache answers itself.
+                            151..=600 => (format!("/otrs-web/{junk}"), false),
+                            _ => (format!("/{junk}"), false),
+                        };
+                        let req = format!(
+                            "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{}Content-Length: 0\r\n\r\n",
+                            if with_auth { auth.as_str() } else { "" }
+                        );
+                        let (status, _) = ka.send(req.as_bytes(), method == "HEAD");
+                        *statuses.entry(status).or_insert(0) += 1;
+                        if (status == 0 || (status >= 500 && status != 501 && status != 503))
+                            && failed.len() < 5
+                        {
+                            failed.push(format!("{status}: {}", req.lines().next().unwrap_or("")));
+                        }
+                    }
+                    (statuses, failed)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect()
+        })
+    };
+
+    let sample_lines = |a: &Apache| {
+        a.scrape("")
+            .body
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count()
+    };
+    // Two halves of new random requests, then the second half once more: the same requests
+    // can make no new series, so memory must stay level (no growth per request).
+    let mut results = phase(1, n / 2);
+    settle(&a);
+    let middle = rss_all(&a);
+    let lines_half = sample_lines(&a);
+    results.extend(phase(2, n - n / 2));
+    settle(&a);
+    let after = rss_all(&a);
+    let lines_end = sample_lines(&a);
+    results.extend(phase(2, n - n / 2));
+    settle(&a);
+    let again = rss_all(&a);
+    let lines_again = sample_lines(&a);
+    let took = started.elapsed();
+    let n_sent = n + (n - n / 2);
+    let mut statuses: BTreeMap<u16, u64> = BTreeMap::new();
+    let mut failed = Vec::new();
+    for (r, f) in results {
+        failed.extend(f);
+        for (k, v) in r {
+            *statuses.entry(k).or_insert(0) += v;
+        }
+    }
+    // Documented: 503 is mod_fcgid refusing when all 8 processes are busy; 501 is Apache's
+    // answer to methods it does not implement. Nothing else of 5xx, and no failed connection.
+    let undocumented: Vec<_> = statuses
+        .iter()
+        .filter(|(s, _)| **s == 0 || (**s >= 500 && **s != 501 && **s != 503))
+        .collect();
+    // The access log reached the ingester; route series stay under the cap.
+    let mut routes = BTreeSet::new();
+    let body = a.scrape("").body;
+    for l in samples_of(&body, "otrs_http_requests_total") {
+        if let Some(r) = l.split("route=\"").nth(1).and_then(|r| r.split('"').next()) {
+            routes.insert(r.to_owned());
+        }
+    }
+    let overflow =
+        sample(&body, "otrs_exporter_label_overflow_total{label=\"route\"}").unwrap_or(0.0);
+    let lines = sample(&body, "otrs_exporter_ingest_lines_total{source=\"apache\"}").unwrap_or(0.0);
+    let base_series = base.lines().filter(|l| !l.starts_with('#')).count();
+    // (pid, private KiB at the start / after each phase, total RSS at the end).
+    let mut growth = Vec::new();
+    for (pid, anon, _) in &before {
+        let at = |v: &[(u32, u64, u64)]| v.iter().find(|(p, _, _)| p == pid).copied();
+        if let (Some(m), Some(e), Some(g)) = (at(&middle), at(&after), at(&again)) {
+            growth.push((*pid, *anon, m.1, e.1, g.1, g.2));
+        }
+    }
+    let errors = a.logs();
+    let report = format!(
+        "hostile front: {n} random requests (12 methods, percent-junk paths, exporter routes \
+         with and without auth), then the second half of them again, {n_sent} in all, through \
+         Apache + mod_fcgid + piped access log in {:.1} s ({:.0} req/s, 4 keep-alive \
+         connections)\nstatuses: {statuses:?}\nexporter workers' private memory KiB (pid, \
+         start, after the first half, after the second, after repeating the second; total RSS \
+         at the end incl. the shared segment): {growth:?}\nroute labels: {} (cap 100), \
+         {overflow} requests counted as __overflow__, {lines} access lines ingested; sample \
+         lines in a scrape: {base_series} at the start, {lines_half} after the first half, \
+         {lines_end} after the second, {lines_again} after repeating it",
+        took.as_secs_f64(),
+        n_sent as f64 / took.as_secs_f64(),
+        routes.len()
+    );
+    common::figures("hostile-front", &report);
+    assert!(undocumented.is_empty(), "{report}\n{failed:#?}{errors}");
+    // The cap plus `__overflow__` and `invalid`.
+    assert!(routes.len() <= 102, "{report}");
+    assert!(overflow > 0.0, "the cap was reached: {report}");
+    assert!(!errors.contains("panicked"), "{errors}");
+    // Repeating requests adds neither series nor memory.
+    for (pid, _, _, end, rep, _) in &growth {
+        assert!(
+            rep.saturating_sub(*end) < 8 * 1024,
+            "worker {pid} grew from {end} to {rep} KiB on repeated requests\n{report}"
+        );
+    }
+
+    // Oversized headers: Apache's own limits (LimitRequestFieldSize 8190, LimitRequestFields
+    // 100) answer 400 before the exporter runs; mod_fcgid answers 500 itself ("can't init env
+    // request header") when the headers do not fit its FastCGI environment (~64 KiB), again
+    // without the exporter; below that the exporter gets them all and answers.
+    let big = |count: usize, size: usize| -> (u16, usize) {
+        let mut req = format!("GET {METRICS} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n");
+        for i in 0..count {
+            req.push_str(&format!("X-Junk-{i}: {}\r\n", "v".repeat(size)));
+        }
+        req.push_str("\r\n");
+        let (s, b) = KeepAlive::new(a.port).send(req.as_bytes(), false);
+        (s, b.len())
+    };
+    let cases = [
+        ("one 100 KB header", big(1, 100_000).0, 400),
+        ("150 headers", big(150, 10).0, 400),
+        ("7 headers of 8000 bytes", big(7, 8000).0, 200),
+        ("90 headers of 8000 bytes", big(90, 8000).0, 500),
+    ];
+    for (what, got, want) in cases {
+        assert_eq!(got, want, "{what}{}", a.logs());
+    }
+    a.scrape("");
+
+    // Path traversal on the admin route: never a file, never a 5xx.
+    let secrets = [
+        std::fs::read_to_string("/etc/passwd").unwrap(),
+        std::fs::read_to_string(a.dir.path().join("htpasswd")).unwrap(),
+        std::fs::read_to_string(&a.config).unwrap(),
+    ];
+    let traversals = [
+        "/admin/../../../../../../etc/passwd",
+        "/admin/%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        "/admin/%2E%2E%2F%2E%2E%2F%2E%2E%2Fetc%2Fpasswd",
+        "/admin/..%2f..%2f..%2f..%2fetc/passwd",
+        "/admin%2f..%2f..%2fhtpasswd",
+        "/admin/....//....//....//etc/passwd",
+        "/admin/%252e%252e/%252e%252e/etc/passwd",
+        "/admin/..;/..;/..;/etc/passwd",
+        "/admin/.%00./.%00./etc/passwd",
+        "/admin/%c0%ae%c0%ae/%c0%ae%c0%ae/etc/passwd",
+        "/admin/..\\..\\..\\etc\\passwd",
+        "/admin/../../../../../../../../../../../../../../../proc/self/environ",
+        "/admin/../metrics",
+        "/admin/./././",
+        "/admin//",
+        "/admin?file=../../../../etc/passwd",
+        "/admin/?path=%2e%2e%2f%2e%2e%2fconfig.toml",
+    ];
+    let mut seen = Vec::new();
+    for t in traversals {
+        let path = format!("/otrs/nph-genericinterface.pl/Webservice/Prometheus{t}");
+        for with_auth in [true, false] {
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: x\r\n{}Connection: close\r\n\r\n",
+                if with_auth { auth.as_str() } else { "" }
+            );
+            let (status, body) = KeepAlive::new(a.port).send(req.as_bytes(), false);
+            let body = String::from_utf8_lossy(&body);
+            assert!(
+                status != 0 && status < 500,
+                "{t} (auth {with_auth}): {status}{}",
+                a.logs()
+            );
+            for secret in &secrets {
+                let first = secret.lines().next().unwrap_or("");
+                assert!(
+                    first.is_empty() || !body.contains(first),
+                    "{t} served a file: {body:.300}"
+                );
+            }
+            assert!(!body.contains("root:x:0"), "{t}: {body:.300}");
+            seen.push(format!(
+                "{t} {}→{status}",
+                if with_auth { "auth" } else { "anon" }
+            ));
+        }
+    }
+    common::figures(
+        "traversal",
+        &format!(
+            "admin route traversal attempts (status per attempt, no file served, no 5xx):\n{}",
+            seen.join("\n")
+        ),
     );
 }

@@ -699,3 +699,86 @@ fn standalone_without_listen_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("usage"));
 }
+
+/// Slowloris against the FastCGI socket: more slow connections than the connection cap, each
+/// trickling its request a byte at a time and reconnecting when closed. A real web server's
+/// requests (complete at once) must still be answered promptly, with the default settings
+/// (64 connections, 30 s to send a request).
+#[test]
+fn slowloris_connections_beyond_the_cap_cannot_starve_the_web_server() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let server = UnixServer::start(ServeOptions {
+        handle_signals: false,
+        web_server_addrs: None,
+        ..ServeOptions::default()
+    });
+    let cap = ServeOptions::default().max_connections;
+    let attackers = cap + 40;
+    let stop = Arc::new(AtomicBool::new(false));
+    let reconnects = Arc::new(AtomicU64::new(0));
+    let path = server.path.clone();
+    let slow = {
+        let (stop, reconnects) = (stop.clone(), reconnects.clone());
+        std::thread::spawn(move || {
+            let req = get(1, true, "/slow", "");
+            let open = |p: &Path| {
+                let s = UnixStream::connect(p).ok()?;
+                s.set_nonblocking(true).ok()?;
+                Some(s)
+            };
+            let mut conns: Vec<(Option<UnixStream>, usize)> =
+                (0..attackers).map(|_| (open(&path), 0)).collect();
+            while !stop.load(Ordering::Relaxed) {
+                for (c, sent) in conns.iter_mut() {
+                    let alive = match c {
+                        Some(s) => {
+                            let mut probe = [0u8; 1];
+                            let closed = matches!(s.read(&mut probe), Ok(0))
+                                || s.write(&req[*sent % req.len()..][..1]).is_err();
+                            *sent += 1;
+                            !closed
+                        }
+                        None => false,
+                    };
+                    if !alive {
+                        // Closed by the server: come back at once, like an attacker would.
+                        reconnects.fetch_add(1, Ordering::Relaxed);
+                        *c = open(&path);
+                        *sent = 0;
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+    };
+    // The attackers hold every connection slot.
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut latencies = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let mut c = server.connect();
+        c.set_read_timeout(Some(Duration::from_secs(40))).unwrap();
+        let reply = roundtrip(&mut c, 1, false, "/ok", "");
+        assert!(body_of(&reply).starts_with("method=GET path=/ok"));
+        latencies.push(t.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    slow.join().unwrap();
+    let worst = latencies.iter().max().unwrap();
+    let text = format!(
+        "slowloris: {attackers} slow connections (cap {cap}), {} reconnects; 10 complete \
+         requests answered in {:?} (worst {worst:?})",
+        reconnects.load(Ordering::Relaxed),
+        latencies
+            .iter()
+            .map(|d| format!("{:.0} ms", d.as_secs_f64() * 1000.0))
+            .collect::<Vec<_>>()
+    );
+    eprintln!("{text}");
+    let _ = std::fs::write(
+        Path::new(env!("CARGO_TARGET_TMPDIR")).join("reliability-slowloris.txt"),
+        format!("== slowloris\n{text}\n"),
+    );
+    // Generous: far below the 30 s a slow connection may take to send its request.
+    assert!(*worst < Duration::from_secs(10), "{text}");
+}

@@ -795,3 +795,77 @@ fn reading_while_another_process_registers_families_is_not_corruption() {
         400
     );
 }
+
+#[test]
+fn a_damaged_series_count_in_the_header_is_not_trusted_for_memory() {
+    // Found by tests/faults.rs: the live-series counter is a hint for the reader's label
+    // table; a flipped byte there made a cold read try to allocate terabytes and abort.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
+    w.inc(&own_counter(), &[("k", "v")]).unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(
+        &(1u64 << 44).to_le_bytes(),
+        otrs_exporter::segment::layout::H_SERIES_LIVE,
+    )
+    .unwrap();
+    let fresh = open(&path);
+    let fams = fresh.read(&ReadOptions::default()).unwrap();
+    assert_eq!(total(&fams, "t_worker_events"), 1.0);
+}
+
+#[test]
+fn a_damaged_committed_size_never_lets_a_mapped_process_touch_pages_past_the_file() {
+    // Found by tests/faults.rs (a FastCGI worker killed by SIGBUS): header words flipped while
+    // the file is mapped claimed more committed bytes than the file has, and the allocation
+    // pointer beyond its end; the next new series was written past the end of the file.
+    use otrs_exporter::segment::layout::{H_BUMP, H_FILE_SIZE};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
+    w.inc(&own_counter(), &[("k", "v")]).unwrap();
+    let size = std::fs::metadata(&path).unwrap().len();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(&(size + (8 << 20)).to_le_bytes(), H_FILE_SIZE)
+        .unwrap();
+    f.write_all_at(&(size + (4 << 20)).to_le_bytes(), H_BUMP)
+        .unwrap();
+    // Either refused or done after a real growth; never a fault.
+    let r = w.inc(&own_counter(), &[("k", "new")]);
+    let grown = std::fs::metadata(&path).unwrap().len();
+    assert!(r.is_err() || grown > size, "{r:?}, file {size} -> {grown}");
+    let _ = seg.read(&ReadOptions::default());
+}
+
+#[test]
+fn a_damaged_worker_slot_count_in_a_mapped_segment_is_not_followed() {
+    // Found by tests/faults.rs (a FastCGI worker killed by SIGBUS at seed 928 of 1000): the
+    // slot count was re-read from shared memory on every use, so a damaged header word made
+    // `stats()` walk "worker slots" far past the end of the file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    Writer::new(&seg, WorkerKind::Test)
+        .unwrap()
+        .inc(&own_counter(), &[])
+        .unwrap();
+    let f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    f.write_all_at(
+        &10_747_968u32.to_le_bytes(),
+        otrs_exporter::segment::layout::H_WORKER_SLOTS,
+    )
+    .unwrap();
+    assert_eq!(seg.stats().worker_slots, 256);
+    assert_eq!(
+        total(
+            &seg.read(&ReadOptions::default()).unwrap(),
+            "t_worker_events"
+        ),
+        1.0
+    );
+    let _ = seg.dump();
+    let _ = seg.gc(Duration::ZERO);
+}

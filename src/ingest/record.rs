@@ -93,6 +93,38 @@ pub struct Recorder {
     errors: Handle,
     overflow: Handle,
     own: Writer,
+    /// Rate limit for warnings about lines that could not be recorded (a full segment would
+    /// otherwise write a line into the web server's error log for every request).
+    warn: WarnLimit,
+}
+
+/// At most one warning per [`WarnLimit::EVERY`], saying how many were held back.
+#[derive(Default)]
+struct WarnLimit {
+    last: Option<Instant>,
+    held: u64,
+}
+
+impl WarnLimit {
+    const EVERY: Duration = Duration::from_secs(10);
+
+    fn warn(&mut self, msg: std::fmt::Arguments<'_>) {
+        if self.last.is_some_and(|t| t.elapsed() < Self::EVERY) {
+            self.held += 1;
+            return;
+        }
+        if self.held > 0 {
+            log::warn!(
+                "{msg} ({} similar messages in the last {}s not shown)",
+                self.held,
+                Self::EVERY.as_secs()
+            );
+        } else {
+            log::warn!("{msg}");
+        }
+        self.last = Some(Instant::now());
+        self.held = 0;
+    }
 }
 
 impl Recorder {
@@ -120,6 +152,7 @@ impl Recorder {
             errors,
             overflow,
             own,
+            warn: WarnLimit::default(),
         })
     }
 
@@ -134,7 +167,9 @@ impl Recorder {
         match line::parse(raw) {
             Ok(l) => {
                 if let Err(e) = self.record(&l) {
-                    log::warn!("{}: cannot record a request: {e}", self.source);
+                    let source = &self.source;
+                    self.warn
+                        .warn(format_args!("{source}: cannot record a request: {e}"));
                 }
             }
             Err(e) => {
@@ -152,8 +187,9 @@ impl Recorder {
         let ok = match self.seg.admit_label_value("route", route, self.route_cap) {
             Ok(ok) => ok,
             Err(e) => {
-                log::warn!("route cap check failed: {e}");
-                false
+                // Not remembered: the segment may have room again for the next line.
+                self.warn.warn(format_args!("route cap check failed: {e}"));
+                return false;
             }
         };
         if self.routes.len() >= ROUTE_MEMORY {

@@ -17,13 +17,24 @@ use super::SegmentError;
 pub(crate) struct Mapping {
     map: MmapRaw,
     len: u64,
+    /// The mapped file, to check its size.
+    file: File,
+    /// A size the file was seen to have (it never shrinks unless damaged from outside).
+    backed: AtomicU64,
 }
 
 impl Mapping {
     /// Maps `len` bytes of `file` shared and writable. `len` may exceed the current file size.
     pub fn new(file: &File, len: u64) -> std::io::Result<Mapping> {
         let map = MmapOptions::new().len(len as usize).map_raw(file)?;
-        Ok(Mapping { map, len })
+        let file = file.try_clone()?;
+        let backed = AtomicU64::new(file.metadata()?.len());
+        Ok(Mapping {
+            map,
+            len,
+            file,
+            backed,
+        })
     }
 
     /// Length of the mapping (the segment's reservation).
@@ -60,11 +71,22 @@ impl Mapping {
         unsafe { &*(self.ptr(off) as *const AtomicU32) }
     }
 
-    /// Committed file size as published in the header.
+    /// Committed file size as published in the header, but never more than the file was seen
+    /// to have: a damaged header word must not let a bounds check pass for pages beyond the end
+    /// of the file (touching them raises SIGBUS). When the header names more than was seen
+    /// (another process grew the file), the file's size is checked once.
     pub fn committed(&self) -> u64 {
-        self.u64_unchecked(H_FILE_SIZE)
+        let header = self
+            .u64_unchecked(H_FILE_SIZE)
             .load(Ordering::Acquire)
-            .min(self.len)
+            .min(self.len);
+        let backed = self.backed.load(Ordering::Acquire);
+        if header <= backed {
+            return header;
+        }
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.backed.fetch_max(size, Ordering::AcqRel);
+        header.min(size)
     }
 
     /// The 64-bit word at `off`, checked against the committed size and alignment. Use this for

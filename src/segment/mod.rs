@@ -102,13 +102,26 @@ pub enum SegmentError {
     #[error("{0}")]
     Invalid(String),
     /// A file system or mapping error.
-    #[error("segment {path}: {source}")]
+    #[error("segment {}: {}{}", .path.display(), .source, io_hint(.source))]
     Io {
         /// The file involved.
         path: PathBuf,
         /// The OS error.
         source: io::Error,
     },
+}
+
+/// What to do about a file system error, appended to its message.
+fn io_hint(e: &io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            "; the exporter's user needs read and write access to the segment file and its \
+             directory: set segment.group to the web server's group (and the directory's group)"
+        }
+        Some(libc::EROFS) => "; segment.path must be on a writable filesystem (e.g. /dev/shm)",
+        Some(libc::ENOSPC) => "; free space on that filesystem or lower segment.max_bytes",
+        _ => "",
+    }
 }
 
 impl SegmentError {
@@ -131,6 +144,9 @@ struct Inner {
     sem: Mutex<Semaphore>,
     /// Decoded family records, by directory index (immutable once published).
     families: Mutex<Vec<Arc<family::FamilyRec>>>,
+    /// Worker slots, read once when the file was validated: the header word in shared memory
+    /// could be damaged later, and loops over the worker table must stay inside it.
+    worker_slots: u32,
 }
 
 /// Holding this means holding the semaphore; structural changes take a `&Locked`.
@@ -158,6 +174,9 @@ fn io_err(path: &Path) -> impl FnOnce(io::Error) -> SegmentError + '_ {
 enum Unusable {
     Missing,
     Invalid(String),
+    /// The file exists but cannot be opened (permissions, read-only filesystem): not damage,
+    /// so it is reported and never replaced.
+    Io(io::Error),
 }
 
 impl Segment {
@@ -185,11 +204,13 @@ impl Segment {
             Ok((file, max)) => return Self::attach(file, max, opts, sem),
             Err(Unusable::Missing) => {}
             Err(Unusable::Invalid(_)) => {}
+            Err(Unusable::Io(e)) => return Err(io_err(&opts.path)(e)),
         }
         // Slow path under the semaphore: check again, then create or recreate.
         let guard = sem.lock(opts.lock_timeout)?;
         let result = match Self::try_existing(opts) {
             Ok((file, max)) => Ok((file, max)),
+            Err(Unusable::Io(e)) => Err(io_err(&opts.path)(e)),
             Err(why) => {
                 if let Unusable::Invalid(reason) = &why {
                     log::error!(
@@ -212,7 +233,7 @@ impl Segment {
         let file = match OpenOptions::new().read(true).write(true).open(&opts.path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(Unusable::Missing),
-            Err(e) => return Err(Unusable::Invalid(format!("cannot open: {e}"))),
+            Err(e) => return Err(Unusable::Io(e)),
         };
         let max = validate_file(&file).map_err(Unusable::Invalid)?;
         Ok((file, max))
@@ -226,6 +247,14 @@ impl Segment {
     ) -> Result<Segment, SegmentError> {
         let meta = file.metadata().map_err(io_err(&opts.path))?;
         let map = Mapping::new(&file, max).map_err(io_err(&opts.path))?;
+        let worker_slots = map.u32_unchecked(H_WORKER_SLOTS).load(Ordering::Relaxed);
+        if !(16..=65536).contains(&worker_slots)
+            || WORKERS + u64::from(worker_slots) * WORKER_SLOT_BYTES > map.committed()
+        {
+            return Err(SegmentError::corrupt(format!(
+                "implausible worker slot count {worker_slots}"
+            )));
+        }
         Ok(Segment {
             inner: Arc::new(Inner {
                 map: Arc::new(map),
@@ -234,6 +263,7 @@ impl Segment {
                 opts: opts.clone(),
                 sem: Mutex::new(sem),
                 families: Mutex::new(Vec::new()),
+                worker_slots,
             }),
         })
     }
@@ -462,10 +492,7 @@ impl Segment {
     }
 
     pub(crate) fn worker_slots(&self) -> u32 {
-        self.inner
-            .map
-            .u32_unchecked(H_WORKER_SLOTS)
-            .load(Ordering::Relaxed)
+        self.inner.worker_slots
     }
 
     pub(crate) fn note_write_failure(&self) {

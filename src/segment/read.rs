@@ -93,7 +93,11 @@ fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Val
     };
     match fam.def.kind {
         MetricKind::Histogram => {
-            let nb = fam.def.buckets.len().min(head.cells as usize - 2);
+            let nb = fam
+                .def
+                .buckets
+                .len()
+                .min((head.cells as usize).saturating_sub(2));
             let sum = f64::from_bits(cell(0));
             let mut cumulative = 0u64;
             let mut buckets = Vec::with_capacity(nb);
@@ -261,7 +265,12 @@ impl Segment {
         let reads = cache.reads;
         let cold = cache.cold;
         if cold {
-            cache.interner.reserve(self.stats().series as usize);
+            // A hint only, from a header word that damage can make huge: never more entries
+            // than fit in the file.
+            let fit = m.committed() / super::layout::MIN_BLOCK;
+            cache
+                .interner
+                .reserve(self.stats().series.min(fit) as usize);
         }
         let mut bytes = Vec::new();
         // Per family: (series, entry offset, rank at the last read).

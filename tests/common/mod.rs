@@ -2,6 +2,7 @@
 //! lookups, free ports and a tiny HTTP client.
 #![allow(dead_code)]
 
+pub mod fcgi;
 pub mod testdb;
 
 use std::io::{Read, Write};
@@ -159,4 +160,84 @@ fn dechunk(mut rest: &str) -> std::io::Result<String> {
         out.push_str(after.get(..size).ok_or_else(bad)?);
         rest = after.get(size + 2..).ok_or_else(bad)?;
     }
+}
+
+/// Prints a test's figures and keeps them in `target/tmp/reliability-<name>.txt`, which
+/// `scripts/test.sh` shows after the run (cargo hides the output of passing tests).
+pub fn figures(name: &str, text: &str) {
+    eprintln!("{text}");
+    let path =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("reliability-{name}.txt"));
+    let _ = std::fs::write(path, format!("== {name}\n{text}\n"));
+}
+
+/// A small xorshift generator: reproducible randomness without a dependency.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `lo..hi`.
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next() % (hi - lo).max(1)
+    }
+
+    /// True with probability `p`.
+    pub fn chance(&mut self, p: f64) -> bool {
+        (self.next() % 1_000_000) as f64 / 1_000_000.0 < p
+    }
+}
+
+/// Waits up to `limit` for `child` to exit; `None` if it did not (the caller decides).
+pub fn wait_timeout(
+    child: &mut std::process::Child,
+    limit: Duration,
+) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    loop {
+        if let Ok(Some(st)) = child.try_wait() {
+            return Some(st);
+        }
+        if start.elapsed() > limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Sends SIGKILL to `child` (no wait).
+pub fn sigkill(child: &std::process::Child) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    );
+}
+
+/// Sum of all samples of the metric `name` in a text-format body.
+pub fn sum_of(body: &str, name: &str) -> f64 {
+    samples_of(body, name)
+        .iter()
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Waits until a unix socket accepts connections (the file exists from `bind()`, before
+/// `listen()`); false after `limit`.
+pub fn wait_listening(sock: &std::path::Path, limit: Duration) -> bool {
+    let start = std::time::Instant::now();
+    while std::os::unix::net::UnixStream::connect(sock).is_err() {
+        if start.elapsed() > limit {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    true
 }

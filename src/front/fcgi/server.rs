@@ -13,6 +13,11 @@
 //!   arrive within [`ServeOptions::read_timeout`], whatever the pace of the bytes, so a
 //!   slowloris client cannot pin a thread. Writes time out after
 //!   [`ServeOptions::write_timeout`].
+//! - **Shedding.** When every connection is taken and another one waits to be accepted, the
+//!   connection that has waited longest for its (next) request is closed, once it has waited
+//!   [`SHED_AFTER`]: a web server sends a request whole, so such a connection is idle or slow,
+//!   and more slow connections than the cap cannot keep the web server's requests out for the
+//!   whole read timeout.
 //! - **Errors.** Malformed records are logged with `log::warn!` and the connection is closed;
 //!   clients that vanish (EOF, `EPIPE`, `ECONNRESET`) are logged at debug. Writes use
 //!   `MSG_NOSIGNAL`, so a vanished peer never raises SIGPIPE. A handler panic becomes a 500.
@@ -377,6 +382,10 @@ fn stopping() -> bool {
     STOP.load(Ordering::SeqCst)
 }
 
+/// How long a connection must have waited for its request before it may be closed to make room
+/// for a waiting connection (see "Shedding" in the module docs).
+pub const SHED_AFTER: Duration = Duration::from_secs(1);
+
 /// State shared by the accept loop and the connection threads.
 struct Shared {
     opts: ServeOptions,
@@ -391,6 +400,9 @@ struct Table {
     /// Connections waiting for their next request (id → fd), shut down on stop. A thread
     /// removes its entry before closing the fd, so every fd here is open.
     idle: HashMap<u64, RawFd>,
+    /// Connections whose request has not fully arrived: since when they wait, and their fd
+    /// (removed before the fd closes, like `idle`).
+    pending: HashMap<u64, (Instant, RawFd)>,
 }
 
 impl Shared {
@@ -413,9 +425,23 @@ impl Shared {
         true
     }
 
+    /// Notes that connection `id` waits for a request (from now, unless it already did).
+    fn set_pending(&self, id: u64, fd: RawFd) {
+        self.lock()
+            .pending
+            .entry(id)
+            .or_insert_with(|| (Instant::now(), fd));
+    }
+
+    /// Connection `id` has its whole request, or is about to close its fd.
+    fn clear_pending(&self, id: u64) {
+        self.lock().pending.remove(&id);
+    }
+
     fn finished(&self, id: u64) {
         let mut t = self.lock();
         t.idle.remove(&id);
+        t.pending.remove(&id);
         t.active -= 1;
         self.changed.notify_all();
     }
@@ -478,9 +504,10 @@ fn accept_loop(
         {
             let mut t = shared.lock();
             while t.active >= shared.opts.max_connections && !stopping() {
+                let shed = listener_ready(listener) && shed_oldest(&mut t);
                 t = shared
                     .changed
-                    .wait_timeout(t, Duration::from_millis(200))
+                    .wait_timeout(t, Duration::from_millis(if shed { 1000 } else { 50 }))
                     .unwrap_or_else(|p| p.into_inner())
                     .0;
             }
@@ -554,6 +581,35 @@ fn accept_loop(
     }
 }
 
+/// Whether a connection waits in the listen queue.
+fn listener_ready(listener: &Listener) -> bool {
+    let mut fds = [PollFd::new(listener.as_fd(), PollFlags::POLLIN)];
+    matches!(poll(&mut fds, PollTimeout::ZERO), Ok(n) if n > 0)
+}
+
+/// Closes the connection that has waited longest for its request, if it waited at least
+/// [`SHED_AFTER`]; its thread then ends and frees a slot.
+fn shed_oldest(t: &mut Table) -> bool {
+    let oldest = t
+        .pending
+        .iter()
+        .filter(|(_, (since, _))| since.elapsed() >= SHED_AFTER)
+        .min_by_key(|(_, (since, _))| *since)
+        .map(|(&id, &(since, fd))| (id, since, fd));
+    let Some((id, since, fd)) = oldest else {
+        return false;
+    };
+    t.pending.remove(&id);
+    // The fd is open: its thread removes the entry (under this lock) before closing it.
+    let _ = nix::sys::socket::shutdown(fd, nix::sys::socket::Shutdown::Both);
+    log::warn!(
+        "FastCGI: all connections busy and another one waiting; closed connection {id}, which \
+         had waited {:.1} s without sending a complete request",
+        since.elapsed().as_secs_f64()
+    );
+    true
+}
+
 /// The request being received on a connection.
 struct InFlight {
     id: u16,
@@ -602,6 +658,7 @@ fn serve_connection(stream: Stream, handler: &dyn Handler, shared: &Shared, conn
         if waiting && !shared.set_idle(conn, fd, true) {
             break;
         }
+        shared.set_pending(conn, fd);
         let next = reader.next_record();
         if waiting {
             shared.set_idle(conn, fd, false);
@@ -643,6 +700,12 @@ fn serve_connection(stream: Stream, handler: &dyn Handler, shared: &Shared, conn
                 break;
             }
         };
+        if let (Record::Stdin { request_id, data }, Some(c)) = (&rec, &current) {
+            if data.is_empty() && c.id == *request_id {
+                // The request is complete: from here it is work, not waiting.
+                shared.clear_pending(conn);
+            }
+        }
         match on_record(rec, &mut current, &mut reader, handler, opts, conn) {
             Ok(Next::Continue) => {}
             Ok(Next::Close) => break,
@@ -656,6 +719,8 @@ fn serve_connection(stream: Stream, handler: &dyn Handler, shared: &Shared, conn
             }
         }
     }
+    // Before `reader` (and with it the fd) is dropped.
+    shared.clear_pending(conn);
 }
 
 fn write_end(w: &mut impl Write, id: u16, protocol_status: u8) -> io::Result<()> {
