@@ -258,7 +258,10 @@ pub fn parse_into(
                 j += 1;
                 let end = statement_end(b, j);
                 let expr = &text[j..end];
-                let value = eval(expr.trim(), settings, env);
+                let mut value = eval(expr.trim(), settings, env);
+                if is_secret(&key) {
+                    value = value.map_err(|e| hide_quoted(&e));
+                }
                 settings.insert(
                     key,
                     Setting {
@@ -275,6 +278,26 @@ pub fn parse_into(
             _ => i += 1,
         }
     }
+}
+
+/// Keys holding secrets (`DatabasePw`, any `...Pw`, `...Password`, `...Secret`): error messages
+/// about their assignment never quote the expression.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.ends_with("pw") || k.contains("password") || k.contains("secret")
+}
+
+/// `why` with every `` `quoted` `` part replaced by `(expression hidden)`.
+fn hide_quoted(why: &str) -> String {
+    let mut out = String::new();
+    let mut parts = why.split('`');
+    out.push_str(parts.next().unwrap_or(""));
+    let mut inside = true;
+    for p in parts {
+        out.push_str(if inside { "(expression hidden)" } else { p });
+        inside = !inside;
+    }
+    out
 }
 
 fn count_nl(b: &[u8]) -> usize {
@@ -614,8 +637,10 @@ pub fn parse_dsn(dsn: &str) -> Result<Dsn, String> {
     let driver = parts.next().unwrap_or("");
     let rest = parts.next().unwrap_or("");
     if !dbi.eq_ignore_ascii_case("dbi") {
+        // Only the scheme: a URL-style DSN may carry a password.
         return Err(format!(
-            "`{dsn}` is not a DBI data source (expected DBI:Pg:... or DBI:mysql:...)"
+            "the DSN `{}:...` is not a DBI data source (expected DBI:Pg:... or DBI:mysql:...)",
+            dbi.chars().take(20).collect::<String>()
         ));
     }
     let driver = match driver {
@@ -764,6 +789,23 @@ mod tests {
     }
 
     #[test]
+    fn secret_expressions_are_not_quoted_in_errors() {
+        let c = parse(
+            "$Self->{DatabasePw} = decrypt('canary-1234');\n\
+             $Self->{DatabaseUser} = lc('shown');\n\
+             $Self->{DatabaseDSN} = \"DBI:Pg:dbname=x;password=$Self->{DatabasePw}\";\n",
+        );
+        let e = c.get("DatabasePw").unwrap_err().to_string();
+        assert!(
+            !e.contains("canary-1234") && e.contains("Config.pm:1"),
+            "{e}"
+        );
+        let e = c.get("DatabaseDSN").unwrap_err().to_string();
+        assert!(!e.contains("canary-1234"), "{e}");
+        assert!(c.get("DatabaseUser").unwrap_err().0.contains("shown"));
+    }
+
+    #[test]
     fn placeholders() {
         let c = parse("$Self->{Database} = 'znuny';\n$Self->{DatabaseHost} = 'h';\n");
         assert_eq!(get(&c, "DatabaseDSN"), "DBI:mysql:database=znuny;host=h;");
@@ -783,7 +825,8 @@ mod tests {
         assert!(parse_dsn("DBI:Oracle://h:1521/otrs")
             .unwrap_err()
             .contains("Oracle"));
-        assert!(parse_dsn("postgres://x").is_err());
+        let e = parse_dsn("postgres://otrs:canary-pw@db/otrs").unwrap_err();
+        assert!(e.contains("postgres:...") && !e.contains("canary"), "{e}");
         assert!(parse_dsn("DBI:Pg:dbname=x;port=abc").is_err());
     }
 }
