@@ -767,8 +767,8 @@ impl CacheConfig {
     }
 }
 
-/// A parsed `redis://[:password@]host[:port][/db]` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `redis://[:password@]host[:port][/db]` URL (`Debug` hides the password).
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     /// Host name or address.
     pub host: String,
@@ -778,6 +778,17 @@ pub struct RedisUrl {
     pub db: u32,
     /// Password for `AUTH`, if any.
     pub password: Option<String>,
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl RedisUrl {
@@ -833,6 +844,7 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.db), ("127.0.0.1", 6379, 3));
         assert_eq!(u.password, None);
         let u = RedisUrl::parse("redis://:pw@cache").unwrap();
+        assert!(!format!("{u:?}").contains("pw"), "{u:?}");
         assert_eq!((u.host.as_str(), u.port, u.db), ("cache", 6379, 0));
         assert_eq!(u.password.as_deref(), Some("pw"));
         assert!(RedisUrl::parse("http://x").is_err());
