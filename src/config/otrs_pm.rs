@@ -50,6 +50,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("SessionMaxIdleTime", "7200"),
 ];
 
+/// Longest value [`OtrsConfig::get`] builds from `<OTRS_CONFIG_Key>` placeholders.
+pub const MAX_EXPANDED: usize = 64 * 1024;
+/// Most `<OTRS_CONFIG_Key>` placeholders [`OtrsConfig::get`] fills in for one value.
+pub const MAX_PLACEHOLDERS: usize = 1000;
+
 /// Why Config.pm could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PmError(pub String);
@@ -104,10 +109,28 @@ impl OtrsConfig {
     /// file sets it and there is no default; an error naming file and line if the assignment
     /// is not a plain scalar.
     pub fn get(&self, key: &str) -> Result<Option<String>, PmError> {
-        self.get_depth(key, 0)
+        self.get_depth(key, &mut Vec::new(), &mut { MAX_PLACEHOLDERS })
     }
 
-    fn get_depth(&self, key: &str, depth: usize) -> Result<Option<String>, PmError> {
+    /// [`OtrsConfig::get`] inside the expansion of the keys on `stack`, with `budget`
+    /// placeholders left to fill in: a key that refers back to itself is an error, and so are
+    /// more placeholders than [`MAX_PLACEHOLDERS`] or a value longer than [`MAX_EXPANDED`]
+    /// (Config.pm is read on every CGI scrape: it must not be able to hang it).
+    fn get_depth(
+        &self,
+        key: &str,
+        stack: &mut Vec<String>,
+        budget: &mut usize,
+    ) -> Result<Option<String>, PmError> {
+        if stack.iter().any(|k| k == key) {
+            return Err(PmError(format!(
+                "{}: <OTRS_CONFIG_{key}> refers back to itself (via {}); set the value \
+                 without the placeholder",
+                self.origin(key),
+                stack.join(" -> ")
+            )));
+        }
+        let depth = stack.len();
         let raw = match self.settings.get(key) {
             Some(s) => match &s.value {
                 Ok(v) => v.clone(),
@@ -129,15 +152,31 @@ impl OtrsConfig {
         }
         let mut out = String::new();
         let mut rest = raw.as_str();
+        stack.push(key.to_string());
         while let Some(i) = rest.find("<OTRS_CONFIG_") {
             out.push_str(&rest[..i]);
             let after = &rest[i + "<OTRS_CONFIG_".len()..];
             match after.find('>') {
                 Some(end) => {
+                    if *budget == 0 {
+                        return Err(PmError(format!(
+                            "{}: {key} needs more than {MAX_PLACEHOLDERS} <OTRS_CONFIG_...> \
+                             placeholders filled in",
+                            self.origin(key)
+                        )));
+                    }
+                    *budget -= 1;
                     let v = self
-                        .get_depth(&after[..end], depth + 1)?
+                        .get_depth(&after[..end], stack, budget)?
                         .unwrap_or_default();
                     out.push_str(&v);
+                    if out.len() > MAX_EXPANDED {
+                        return Err(PmError(format!(
+                            "{}: {key} grows beyond {MAX_EXPANDED} bytes when its \
+                             <OTRS_CONFIG_...> placeholders are filled in",
+                            self.origin(key)
+                        )));
+                    }
                     rest = &after[end + 1..];
                 }
                 None => {
@@ -147,6 +186,7 @@ impl OtrsConfig {
             }
         }
         out.push_str(rest);
+        stack.pop();
         Ok(Some(out))
     }
 
@@ -809,6 +849,33 @@ mod tests {
     fn placeholders() {
         let c = parse("$Self->{Database} = 'znuny';\n$Self->{DatabaseHost} = 'h';\n");
         assert_eq!(get(&c, "DatabaseDSN"), "DBI:mysql:database=znuny;host=h;");
+        // The same key twice side by side is no loop.
+        let c = parse("$Self->{A} = '<OTRS_CONFIG_B>/<OTRS_CONFIG_B>';\n$Self->{B} = 'b';\n");
+        assert_eq!(get(&c, "A"), "b/b");
+    }
+
+    #[test]
+    fn placeholder_loops_and_blowups_are_errors_not_hangs() {
+        let c = parse("$Self->{A} = 'x<OTRS_CONFIG_B>';\n$Self->{B} = '<OTRS_CONFIG_A>';\n");
+        let e = c.get("A").unwrap_err().0;
+        assert!(e.contains("refers back to itself (via A -> B)"), "{e}");
+        // Twenty references per level, eight levels: 20^8 copies without a cap.
+        let mut text = String::new();
+        for level in 0..8 {
+            let next = format!("<OTRS_CONFIG_K{}>", level + 1).repeat(20);
+            text.push_str(&format!("$Self->{{K{level}}} = '{next}';\n"));
+        }
+        text.push_str("$Self->{K8} = 'leaf';\n");
+        let c = parse(&text);
+        let e = c.get("K0").unwrap_err().0;
+        assert!(e.contains("K7 needs more than 1000"), "{e}");
+        // Few placeholders, long values.
+        let c = parse(&format!(
+            "$Self->{{A}} = '<OTRS_CONFIG_B><OTRS_CONFIG_B>';\n$Self->{{B}} = '{}';\n",
+            "x".repeat(40_000)
+        ));
+        let e = c.get("A").unwrap_err().0;
+        assert!(e.contains("A grows beyond 65536 bytes"), "{e}");
     }
 
     #[test]
