@@ -448,12 +448,12 @@ fn unquote_single(s: &str) -> String {
     out
 }
 
-/// A quoted key (no interpolation needed for keys).
+/// A quoted key (no interpolation needed for keys); `None` unless `q` starts and ends with
+/// the same quote (an unterminated one may end inside a multi-byte character).
 fn unquote(q: &str) -> Option<String> {
-    if q.len() < 2 {
-        return None;
-    }
-    Some(unquote_single(&q[1..q.len() - 1]))
+    let quote = q.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let inner = q.strip_prefix(quote)?.strip_suffix(quote)?;
+    Some(unquote_single(inner))
 }
 
 /// Evaluates a right-hand side: string, number, `$ENV{X}`, `$Self->{K}`, or `.` of those.
@@ -852,6 +852,16 @@ mod tests {
         // The same key twice side by side is no loop.
         let c = parse("$Self->{A} = '<OTRS_CONFIG_B>/<OTRS_CONFIG_B>';\n$Self->{B} = 'b';\n");
         assert_eq!(get(&c, "A"), "b/b");
+    }
+
+    #[test]
+    fn unterminated_quoted_keys_are_skipped() {
+        // Found by fuzzing: the key's "closing quote" was taken to be its last byte, here
+        // inside 'ä'.
+        let c = parse("$Self->{'Databaseä\n$Self->{\"Xä");
+        assert!(c.settings.is_empty());
+        let c = parse("$Self->{Database} = $ENV{'NAMEä;\n");
+        assert!(c.get("Database").is_err());
     }
 
     #[test]
