@@ -138,6 +138,18 @@ pub fn run(path: Option<&Path>) -> Report {
         ),
     );
     let cfg = &loaded.config;
+    if let Some(p) = &loaded.path {
+        secret_file(
+            &mut r,
+            "config",
+            p,
+            !cfg.db.password.is_empty(),
+            "db.password",
+        );
+    }
+    if let Ok(Some(pm)) = otrs_pm::read(&cfg.otrs_home) {
+        secret_file(&mut r, "config_pm", &pm.config_pm, true, "DatabasePw");
+    }
     config_pm(&mut r, cfg);
     database(&mut r, cfg);
     segment(&mut r, cfg);
@@ -206,6 +218,26 @@ fn config_pm(r: &mut Report, cfg: &Config) {
             "give the exporter's user read access to Kernel/Config.pm (e.g. group of the web \
              server), or set [db]",
         ),
+    }
+}
+
+/// Warns if `path`, which holds the secret `what`, is readable by every user.
+fn secret_file(r: &mut Report, check: &'static str, path: &Path, holds: bool, what: &str) {
+    let Ok(m) = fs::metadata(path) else { return };
+    if holds && m.mode() & 0o004 != 0 {
+        r.add(
+            check,
+            Status::Warn,
+            format!(
+                "{} holds {what} and is readable by every user (mode {:o})",
+                path.display(),
+                m.mode() & 0o777
+            ),
+            &format!(
+                "chmod o-rwx {}; give the web server's group read access (chgrp)",
+                path.display()
+            ),
+        );
     }
 }
 

@@ -154,6 +154,12 @@ impl Install {
             ),
         )
         .unwrap();
+        // As OTRS installs it: not readable by others (it holds the password).
+        std::fs::set_permissions(
+            home.join("Kernel/Config.pm"),
+            std::fs::Permissions::from_mode(0o640),
+        )
+        .unwrap();
         let config = dir.path().join("config.toml");
         std::fs::write(
             &config,
@@ -254,6 +260,23 @@ fn a_good_install_passes_on_postgres_and_mariadb() {
         );
         assert!(
             line_with(&text, "PASS db_grants").contains("all 16 tables"),
+            "{text}"
+        );
+        // Config.pm readable by everyone: its password is exposed.
+        let pm = inst.path("otrs/Kernel/Config.pm");
+        std::fs::set_permissions(&pm, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let (code, text, _) = inst.selftest();
+        assert_eq!(code, 0, "{text}");
+        assert!(
+            line_with(&text, "WARN config_pm")
+                .contains("holds DatabasePw and is readable by every user"),
+            "{text}"
+        );
+        std::fs::set_permissions(&pm, std::fs::Permissions::from_mode(0o640)).unwrap();
+        let (code, text, checks) = inst.selftest();
+        assert_eq!(
+            (code, status(&checks, "config_pm")),
+            (0, "PASS".into()),
             "{text}"
         );
         // The socket is not there (no `serve` running): a warning with what to do.
