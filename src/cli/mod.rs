@@ -279,10 +279,15 @@ pub fn main() -> Result<()> {
         Command::Selftest { json } => {
             init_logging(log::LevelFilter::Error);
             let report = crate::selftest::run(cfg_path);
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
+            let out = if json {
+                serde_json::to_string_pretty(&report)? + "\n"
             } else {
-                print!("{}", report.text());
+                report.text()
+            };
+            // Piped into `head`: a closed pipe is no error.
+            match std::io::stdout().write_all(out.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
             }
             if report.failed() {
                 std::process::exit(1);
