@@ -75,4 +75,9 @@ fi
 if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   $SUDO redis-server --daemonize yes --bind 127.0.0.1 --port 6379 >/dev/null || true
 fi
+# cargo-fuzz for scripts/fuzz-ci.sh (a few minutes to build, once).
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz"
+  cargo install --quiet --locked cargo-fuzz --version 0.13.2
+fi
 echo "setup: ok ($(promtool --version 2>&1 | head -1))"

@@ -20,5 +20,6 @@ pub mod front;
 pub mod fuzzing;
 pub mod ingest;
 pub mod segment;
+pub mod selftest;
 pub mod service;
 pub mod snapshot;

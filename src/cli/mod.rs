@@ -72,6 +72,14 @@ pub enum Command {
     },
     /// Print the effective settings and where each one came from.
     CheckConfig,
+    /// Check the installation end to end (config, Config.pm, database and grants, segment
+    /// and socket permissions, web server, log files): one PASS/WARN/FAIL line per check with
+    /// how to fix it; exits with status 1 if a check failed.
+    Selftest {
+        /// Machine-readable JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Inspect or maintain the shared segment.
     Segment {
         /// What to do.
@@ -295,7 +303,7 @@ pub fn main() -> Result<()> {
         } => {
             let cfg = load_config(cfg_path)?;
             let spec = listen.unwrap_or_else(|| cfg.web.listen.clone());
-            let listener = fcgi::Listener::bind(&spec)?;
+            let listener = fcgi::Listener::bind_with(&spec, socket_perms(&cfg)?)?;
             let opts = fcgi::ServeOptions {
                 allow_non_loopback,
                 ..fcgi::ServeOptions::default()
@@ -331,6 +339,23 @@ pub fn main() -> Result<()> {
             println!("metrics path: {}", cfg.metrics_path());
             println!("admin path:   {}", cfg.admin_path());
             segment_options(cfg).map_err(anyhow::Error::msg)?;
+        }
+        Command::Selftest { json } => {
+            init_logging(log::LevelFilter::Error);
+            let report = crate::selftest::run(cfg_path);
+            let out = if json {
+                serde_json::to_string_pretty(&report)? + "\n"
+            } else {
+                report.text()
+            };
+            // Piped into `head`: a closed pipe is no error.
+            match std::io::stdout().write_all(out.as_bytes()) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e.into()),
+                _ => {}
+            }
+            if report.failed() {
+                std::process::exit(1);
+            }
         }
         Command::Segment { action } => {
             let cfg = load_config(cfg_path)?;
@@ -626,6 +651,24 @@ fn custom_command(cfg: &Config, action: CustomAction) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The Unix socket permissions from `web.socket_mode` and `web.socket_group`.
+fn socket_perms(cfg: &Config) -> Result<fcgi::SocketPerms> {
+    let w = &cfg.web;
+    let gid = if w.socket_group.is_empty() {
+        None
+    } else {
+        match nix::unistd::Group::from_name(&w.socket_group) {
+            Ok(Some(g)) => Some(g.gid.as_raw()),
+            Ok(None) => anyhow::bail!("web.socket_group: no group named {:?}", w.socket_group),
+            Err(e) => anyhow::bail!("web.socket_group {:?}: {e}", w.socket_group),
+        }
+    };
+    Ok(fcgi::SocketPerms {
+        mode: w.socket_mode.bits(),
+        gid,
+    })
 }
 
 fn clear(seg: &Segment) -> Result<()> {

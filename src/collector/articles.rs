@@ -24,6 +24,15 @@ use crate::db::{Db, DbError, DbSettings};
 use crate::segment::now_unix;
 use crate::snapshot::{Family, MetricKind, Series, Text, Value};
 
+/// Tables this collector reads (`selftest` checks the SELECT grant on each).
+pub const TABLES: &[&str] = &[
+    "article",
+    "article_sender_type",
+    "communication_channel",
+    "queue",
+    "ticket",
+];
+
 /// Highest article id (primary key).
 pub const MAX_ID: &str = "SELECT COALESCE(MAX(id), 0) FROM article";
 /// New articles in an id range, by ticket queue, sender type and channel.

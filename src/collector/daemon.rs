@@ -11,6 +11,13 @@ use super::db::{db_now, rows, DbQuery, Refreshed};
 use crate::db::{Db, DbError, DbSettings};
 use crate::snapshot::{Family, MetricKind};
 
+/// Tables this collector reads (`selftest` checks the SELECT grant on each).
+pub const TABLES: &[&str] = &[
+    "scheduler_task",
+    "scheduler_future_task",
+    "scheduler_recurrent_task",
+];
+
 /// Tasks by type, name and queued/running, with the oldest lock time.
 pub const TASKS: &str = "SELECT task_type, COALESCE(name, ''), \
      CASE WHEN lock_key = 0 THEN 'queued' ELSE 'running' END, COUNT(*), MIN({lock_time}) \

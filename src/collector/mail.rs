@@ -17,6 +17,13 @@ use super::db::{db_now, rows, DbQuery, Refreshed};
 use crate::db::{Db, DbError, DbSettings};
 use crate::snapshot::{Family, MetricKind};
 
+/// Tables this collector reads (`selftest` checks the SELECT grant on each).
+pub const TABLES: &[&str] = &[
+    "mail_queue",
+    "communication_log",
+    "communication_log_object",
+];
+
 /// Communications in an id range by direction, transport and status.
 pub const COMMS: &str = "SELECT direction, transport, status, COUNT(*) FROM communication_log \
      WHERE id > {from} AND id <= {to} GROUP BY direction, transport, status";

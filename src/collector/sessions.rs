@@ -13,6 +13,9 @@ use super::db::{db_now, rows, DbQuery, Refreshed};
 use crate::db::{Db, DbError, DbSettings};
 use crate::snapshot::{Family, MetricKind};
 
+/// Tables this collector reads (`selftest` checks the SELECT grant on each).
+pub const TABLES: &[&str] = &["sessions"];
+
 /// The session keys the collector reads.
 pub const KEYS: &str = "SELECT session_id, data_key, data_value FROM sessions \
      WHERE data_key IN ('UserType', 'UserLastRequest', 'UserLogin', 'SessionSource')";

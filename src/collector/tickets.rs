@@ -17,6 +17,16 @@ use super::db::{db_now, id_names, rows, DbQuery, Refreshed};
 use crate::db::{Db, DbError, DbSettings};
 use crate::snapshot::{Family, MetricKind};
 
+/// Tables this collector reads (`selftest` checks the SELECT grant on each).
+pub const TABLES: &[&str] = &[
+    "ticket",
+    "ticket_state",
+    "ticket_state_type",
+    "queue",
+    "ticket_priority",
+    "ticket_lock_type",
+];
+
 /// Every ticket counted once, by queue, state, lock and priority, with how many are past each
 /// escalation time: one pass over `ticket` gives all three families (no index lookups per
 /// row, which on MariaDB cost more than the scan itself).

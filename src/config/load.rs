@@ -64,14 +64,8 @@ impl Loaded {
             .iter()
             .map(|(k, v)| {
                 let src = self.sources.get(k).cloned().unwrap_or(Source::Default);
-                let v = match v {
-                    // Never print a password.
-                    toml::Value::String(s) if k == "db.password" && !s.is_empty() => {
-                        toml::Value::String("***".into())
-                    }
-                    v => v.clone(),
-                };
-                (format!("{k} = {v}"), src.to_string())
+                // Never print a password.
+                (redact(k, format!("{k} = {v}")), src.to_string())
             })
             .collect();
         let width = lines.iter().map(|(l, _)| l.len()).max().unwrap_or(0);
@@ -79,6 +73,47 @@ impl Loaded {
             out.push_str(&format!("{l:<width$}    # {src}\n"));
         }
         out
+    }
+}
+
+/// Keys whose values are secrets or may embed one (`redis://:password@host`, a DSN's
+/// `password=`).
+pub const SECRET_KEYS: &[&str] = &["db.password", "db.dsn", "cache.redis_url"];
+
+/// `text` (a value, or a line showing one) with the secret in it replaced by `***` if `key`
+/// is one of [`SECRET_KEYS`]: the whole value for `db.password`; for `db.dsn` and
+/// `cache.redis_url` the value of `password=` and the password of a `scheme://user:password@`
+/// part. Other keys pass unchanged.
+pub fn redact(key: &str, text: String) -> String {
+    match key {
+        "db.password" => match text.split_once(" = ") {
+            Some((k, v)) if v != "\"\"" => format!("{k} = \"***\""),
+            Some(_) => text,
+            None if text.is_empty() || text == "\"\"" => text,
+            None => "\"***\"".into(),
+        },
+        "db.dsn" | "cache.redis_url" => {
+            let text = match text.to_ascii_lowercase().find("password=") {
+                Some(i) => {
+                    let from = i + "password=".len();
+                    let end = text[from..]
+                        .find([';', '"'])
+                        .map_or(text.len(), |e| from + e);
+                    format!("{}***{}", &text[..from], &text[end..])
+                }
+                None => text,
+            };
+            // `scheme://user:password@host`.
+            match (text.find("://"), text.rfind('@')) {
+                (Some(s), Some(at)) if at > s => {
+                    let auth = &text[s + 3..at];
+                    let user = auth.split_once(':').map_or("", |(u, _)| u);
+                    format!("{}{user}:***{}", &text[..s + 3], &text[at..])
+                }
+                _ => text,
+            }
+        }
+        _ => text,
     }
 }
 
@@ -164,7 +199,7 @@ pub fn load_from(
             ConfigError::InvalidValue {
                 at: Source::Env(var.clone()),
                 key: key.clone(),
-                value: format!("{raw:?}"),
+                value: redact(key, format!("{raw:?}")),
                 reason: tidy_reason(e.message()),
             }
         })?;
@@ -207,7 +242,7 @@ fn invalid(
     ConfigError::InvalidValue {
         at: sources.get(key).cloned().unwrap_or(Source::Default),
         key: key.to_string(),
-        value,
+        value: redact(key, value),
         reason,
     }
 }
@@ -293,6 +328,15 @@ fn serde_error(
             Some((_, v)) => describe_found(text, v),
             None => msg.to_string(),
         };
+        // The kind only, never a password's text.
+        let found = if SECRET_KEYS.contains(&key.as_str()) {
+            match found.split_once(" (") {
+                Some((kind, _)) if !kind.starts_with("invalid type") => kind.to_string(),
+                _ => "a value of another type".to_string(),
+            }
+        } else {
+            found
+        };
         return ConfigError::WrongType {
             at: at(pos),
             expected: expected_type(schema, &key),
@@ -306,8 +350,8 @@ fn serde_error(
     };
     ConfigError::InvalidValue {
         at: at(pos),
+        value: redact(&key, value),
         key,
-        value,
         reason: tidy_reason(msg),
     }
 }
@@ -346,7 +390,7 @@ fn allowed_keys(schema: &BTreeMap<String, toml::Value>, parent: &str) -> Vec<Str
 }
 
 fn expected_type(schema: &BTreeMap<String, toml::Value>, key: &str) -> String {
-    if key == "segment.mode" {
+    if key == "segment.mode" || key == "web.socket_mode" {
         return "a string (an octal mode in quotes, e.g. \"0660\")".into();
     }
     match schema.get(key) {
@@ -533,6 +577,32 @@ fn flatten(table: &toml::Table, prefix: &str, out: &mut BTreeMap<String, toml::V
 mod tests {
     use super::*;
 
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(
+            redact("db.password", "db.password = \"canary\"".into()),
+            "db.password = \"***\""
+        );
+        assert_eq!(redact("db.password", "\"canary\"".into()), "\"***\"");
+        assert_eq!(redact("db.password", "\"\"".into()), "\"\"");
+        assert_eq!(
+            redact("cache.redis_url", "\"redis://u:canary@h:6379/0\"".into()),
+            "\"redis://u:***@h:6379/0\""
+        );
+        assert_eq!(
+            redact(
+                "db.dsn",
+                "\"DBI:Pg:dbname=o;password=canary;host=h\"".into()
+            ),
+            "\"DBI:Pg:dbname=o;password=***;host=h\""
+        );
+        assert_eq!(
+            redact("db.dsn", "db.dsn = \"postgres://u:canary@db/otrs\"".into()),
+            "db.dsn = \"postgres://u:***@db/otrs\""
+        );
+        assert_eq!(redact("db.user", "otrs".into()), "otrs");
+    }
+
     fn no_env(_: &str) -> Option<String> {
         None
     }
@@ -546,7 +616,7 @@ mod tests {
     #[test]
     fn schema_has_every_key() {
         let keys: Vec<String> = flatten_config(&Config::default()).into_keys().collect();
-        assert_eq!(keys.len(), 56, "{keys:?}");
+        assert_eq!(keys.len(), 58, "{keys:?}");
         assert!(keys.contains(&"segment.mode".to_string()));
         assert!(keys.contains(&"otrs_home".to_string()));
     }

@@ -192,6 +192,24 @@ impl Config {
             return Err(("gc.interval_seconds", "must be at least 1".into()));
         }
         let w = &self.web;
+        if w.socket_mode.bits() & 0o002 != 0 {
+            return Err((
+                "web.socket_mode",
+                "grants write permission to others (o+w): any local user could connect and \
+                 claim any REMOTE_USER; use e.g. \"0660\" and set web.socket_group"
+                    .into(),
+            ));
+        }
+        if w.socket_group
+            .chars()
+            .any(|c| c.is_whitespace() || c == ':')
+        {
+            return Err((
+                "web.socket_group",
+                "must be a group name (no whitespace or ':'), or \"\" for the creator's group"
+                    .into(),
+            ));
+        }
         if !w.base_path.starts_with('/') {
             return Err(("web.base_path", "must start with '/'".into()));
         }
@@ -223,7 +241,9 @@ impl Config {
         if !valid_listen(&w.listen) {
             return Err((
                 "web.listen",
-                "must be HOST:PORT, e.g. \"127.0.0.1:9646\" or \"[::1]:9646\"".into(),
+                "must be HOST:PORT, e.g. \"127.0.0.1:9646\" or \"[::1]:9646\", or (for `serve`) \
+                 unix:/absolute/path"
+                    .into(),
             ));
         }
         let t = w.scrape_timeout_seconds;
@@ -270,6 +290,11 @@ fn has_bad_url_chars(s: &str) -> bool {
 }
 
 fn valid_listen(s: &str) -> bool {
+    // `serve`'s unix socket.
+    if let Some(path) = s.strip_prefix("unix:") {
+        return path.starts_with('/') && !path.contains('\0');
+    }
+    let s = s.strip_prefix("tcp:").unwrap_or(s);
     if s.parse::<std::net::SocketAddr>().is_ok() {
         return true;
     }
@@ -461,13 +486,19 @@ pub struct WebConfig {
     /// Route of the admin endpoint (default `admin`).
     pub admin_route: String,
     /// Address of the standalone/demo HTTP listener and the default of the FastCGI `--listen`
-    /// flag (default `127.0.0.1:9646`).
+    /// flag (default `127.0.0.1:9646`); `serve` also takes `unix:/path`.
     pub listen: String,
     /// Scrape deadline in seconds (default 9.0; greater than 0, at most 300).
     pub scrape_timeout_seconds: f64,
     /// Whether per-worker series carry a `worker` label; `false` aggregates them over workers
     /// (default `true`).
     pub worker_label: bool,
+    /// File mode of the Unix socket `serve` creates (default `"0660"`): only the owner and
+    /// [`WebConfig::socket_group`] may connect; never writable by others.
+    pub socket_mode: FileMode,
+    /// Group of the Unix socket `serve` creates, the web server's (e.g. `www-data`); empty
+    /// means the creator's group (default empty).
+    pub socket_group: String,
 }
 
 impl Default for WebConfig {
@@ -480,6 +511,8 @@ impl Default for WebConfig {
             listen: "127.0.0.1:9646".into(),
             scrape_timeout_seconds: 9.0,
             worker_label: true,
+            socket_mode: FileMode(0o660),
+            socket_group: String::new(),
         }
     }
 }
@@ -765,8 +798,8 @@ impl AdminConfig {
     }
 }
 
-/// A parsed `redis://[:password@]host[:port][/db]` URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A parsed `redis://[:password@]host[:port][/db]` URL (`Debug` hides the password).
+#[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl {
     /// Host name or address.
     pub host: String,
@@ -776,6 +809,17 @@ pub struct RedisUrl {
     pub db: u32,
     /// Password for `AUTH`, if any.
     pub password: Option<String>,
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisUrl")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("db", &self.db)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .finish()
+    }
 }
 
 impl RedisUrl {
@@ -831,6 +875,7 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port, u.db), ("127.0.0.1", 6379, 3));
         assert_eq!(u.password, None);
         let u = RedisUrl::parse("redis://:pw@cache").unwrap();
+        assert!(!format!("{u:?}").contains("pw"), "{u:?}");
         assert_eq!((u.host.as_str(), u.port, u.db), ("cache", 6379, 0));
         assert_eq!(u.password.as_deref(), Some("pw"));
         assert!(RedisUrl::parse("http://x").is_err());
@@ -907,6 +952,10 @@ mod tests {
         assert_eq!(c.check(), Ok(()));
         c.web.listen = "[::1]:9646".into();
         assert_eq!(c.check(), Ok(()));
+        c.web.listen = "unix:/run/otrs-exporter/fcgi.sock".into();
+        assert_eq!(c.check(), Ok(()));
+        c.web.listen = "unix:relative.sock".into();
+        assert!(c.check().is_err());
     }
 
     #[test]

@@ -50,6 +50,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("SessionMaxIdleTime", "7200"),
 ];
 
+/// Longest value [`OtrsConfig::get`] builds from `<OTRS_CONFIG_Key>` placeholders.
+pub const MAX_EXPANDED: usize = 64 * 1024;
+/// Most `<OTRS_CONFIG_Key>` placeholders [`OtrsConfig::get`] fills in for one value.
+pub const MAX_PLACEHOLDERS: usize = 1000;
+
 /// Why Config.pm could not be used.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PmError(pub String);
@@ -104,10 +109,28 @@ impl OtrsConfig {
     /// file sets it and there is no default; an error naming file and line if the assignment
     /// is not a plain scalar.
     pub fn get(&self, key: &str) -> Result<Option<String>, PmError> {
-        self.get_depth(key, 0)
+        self.get_depth(key, &mut Vec::new(), &mut { MAX_PLACEHOLDERS })
     }
 
-    fn get_depth(&self, key: &str, depth: usize) -> Result<Option<String>, PmError> {
+    /// [`OtrsConfig::get`] inside the expansion of the keys on `stack`, with `budget`
+    /// placeholders left to fill in: a key that refers back to itself is an error, and so are
+    /// more placeholders than [`MAX_PLACEHOLDERS`] or a value longer than [`MAX_EXPANDED`]
+    /// (Config.pm is read on every CGI scrape: it must not be able to hang it).
+    fn get_depth(
+        &self,
+        key: &str,
+        stack: &mut Vec<String>,
+        budget: &mut usize,
+    ) -> Result<Option<String>, PmError> {
+        if stack.iter().any(|k| k == key) {
+            return Err(PmError(format!(
+                "{}: <OTRS_CONFIG_{key}> refers back to itself (via {}); set the value \
+                 without the placeholder",
+                self.origin(key),
+                stack.join(" -> ")
+            )));
+        }
+        let depth = stack.len();
         let raw = match self.settings.get(key) {
             Some(s) => match &s.value {
                 Ok(v) => v.clone(),
@@ -129,15 +152,31 @@ impl OtrsConfig {
         }
         let mut out = String::new();
         let mut rest = raw.as_str();
+        stack.push(key.to_string());
         while let Some(i) = rest.find("<OTRS_CONFIG_") {
             out.push_str(&rest[..i]);
             let after = &rest[i + "<OTRS_CONFIG_".len()..];
             match after.find('>') {
                 Some(end) => {
+                    if *budget == 0 {
+                        return Err(PmError(format!(
+                            "{}: {key} needs more than {MAX_PLACEHOLDERS} <OTRS_CONFIG_...> \
+                             placeholders filled in",
+                            self.origin(key)
+                        )));
+                    }
+                    *budget -= 1;
                     let v = self
-                        .get_depth(&after[..end], depth + 1)?
+                        .get_depth(&after[..end], stack, budget)?
                         .unwrap_or_default();
                     out.push_str(&v);
+                    if out.len() > MAX_EXPANDED {
+                        return Err(PmError(format!(
+                            "{}: {key} grows beyond {MAX_EXPANDED} bytes when its \
+                             <OTRS_CONFIG_...> placeholders are filled in",
+                            self.origin(key)
+                        )));
+                    }
                     rest = &after[end + 1..];
                 }
                 None => {
@@ -147,6 +186,7 @@ impl OtrsConfig {
             }
         }
         out.push_str(rest);
+        stack.pop();
         Ok(Some(out))
     }
 
@@ -258,7 +298,10 @@ pub fn parse_into(
                 j += 1;
                 let end = statement_end(b, j);
                 let expr = &text[j..end];
-                let value = eval(expr.trim(), settings, env);
+                let mut value = eval(expr.trim(), settings, env);
+                if is_secret(&key) {
+                    value = value.map_err(|e| hide_quoted(&e));
+                }
                 settings.insert(
                     key,
                     Setting {
@@ -275,6 +318,26 @@ pub fn parse_into(
             _ => i += 1,
         }
     }
+}
+
+/// Keys holding secrets (`DatabasePw`, any `...Pw`, `...Password`, `...Secret`): error messages
+/// about their assignment never quote the expression.
+pub fn is_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    k.ends_with("pw") || k.contains("password") || k.contains("secret")
+}
+
+/// `why` with every `` `quoted` `` part replaced by `(expression hidden)`.
+fn hide_quoted(why: &str) -> String {
+    let mut out = String::new();
+    let mut parts = why.split('`');
+    out.push_str(parts.next().unwrap_or(""));
+    let mut inside = true;
+    for p in parts {
+        out.push_str(if inside { "(expression hidden)" } else { p });
+        inside = !inside;
+    }
+    out
 }
 
 fn count_nl(b: &[u8]) -> usize {
@@ -385,12 +448,12 @@ fn unquote_single(s: &str) -> String {
     out
 }
 
-/// A quoted key (no interpolation needed for keys).
+/// A quoted key (no interpolation needed for keys); `None` unless `q` starts and ends with
+/// the same quote (an unterminated one may end inside a multi-byte character).
 fn unquote(q: &str) -> Option<String> {
-    if q.len() < 2 {
-        return None;
-    }
-    Some(unquote_single(&q[1..q.len() - 1]))
+    let quote = q.chars().next().filter(|c| *c == '\'' || *c == '"')?;
+    let inner = q.strip_prefix(quote)?.strip_suffix(quote)?;
+    Some(unquote_single(inner))
 }
 
 /// Evaluates a right-hand side: string, number, `$ENV{X}`, `$Self->{K}`, or `.` of those.
@@ -614,8 +677,10 @@ pub fn parse_dsn(dsn: &str) -> Result<Dsn, String> {
     let driver = parts.next().unwrap_or("");
     let rest = parts.next().unwrap_or("");
     if !dbi.eq_ignore_ascii_case("dbi") {
+        // Only the scheme: a URL-style DSN may carry a password.
         return Err(format!(
-            "`{dsn}` is not a DBI data source (expected DBI:Pg:... or DBI:mysql:...)"
+            "the DSN `{}:...` is not a DBI data source (expected DBI:Pg:... or DBI:mysql:...)",
+            dbi.chars().take(20).collect::<String>()
         ));
     }
     let driver = match driver {
@@ -764,9 +829,63 @@ mod tests {
     }
 
     #[test]
+    fn secret_expressions_are_not_quoted_in_errors() {
+        let c = parse(
+            "$Self->{DatabasePw} = decrypt('canary-1234');\n\
+             $Self->{DatabaseUser} = lc('shown');\n\
+             $Self->{DatabaseDSN} = \"DBI:Pg:dbname=x;password=$Self->{DatabasePw}\";\n",
+        );
+        let e = c.get("DatabasePw").unwrap_err().to_string();
+        assert!(
+            !e.contains("canary-1234") && e.contains("Config.pm:1"),
+            "{e}"
+        );
+        let e = c.get("DatabaseDSN").unwrap_err().to_string();
+        assert!(!e.contains("canary-1234"), "{e}");
+        assert!(c.get("DatabaseUser").unwrap_err().0.contains("shown"));
+    }
+
+    #[test]
     fn placeholders() {
         let c = parse("$Self->{Database} = 'znuny';\n$Self->{DatabaseHost} = 'h';\n");
         assert_eq!(get(&c, "DatabaseDSN"), "DBI:mysql:database=znuny;host=h;");
+        // The same key twice side by side is no loop.
+        let c = parse("$Self->{A} = '<OTRS_CONFIG_B>/<OTRS_CONFIG_B>';\n$Self->{B} = 'b';\n");
+        assert_eq!(get(&c, "A"), "b/b");
+    }
+
+    #[test]
+    fn unterminated_quoted_keys_are_skipped() {
+        // Found by fuzzing: the key's "closing quote" was taken to be its last byte, here
+        // inside 'ä'.
+        let c = parse("$Self->{'Databaseä\n$Self->{\"Xä");
+        assert!(c.settings.is_empty());
+        let c = parse("$Self->{Database} = $ENV{'NAMEä;\n");
+        assert!(c.get("Database").is_err());
+    }
+
+    #[test]
+    fn placeholder_loops_and_blowups_are_errors_not_hangs() {
+        let c = parse("$Self->{A} = 'x<OTRS_CONFIG_B>';\n$Self->{B} = '<OTRS_CONFIG_A>';\n");
+        let e = c.get("A").unwrap_err().0;
+        assert!(e.contains("refers back to itself (via A -> B)"), "{e}");
+        // Twenty references per level, eight levels: 20^8 copies without a cap.
+        let mut text = String::new();
+        for level in 0..8 {
+            let next = format!("<OTRS_CONFIG_K{}>", level + 1).repeat(20);
+            text.push_str(&format!("$Self->{{K{level}}} = '{next}';\n"));
+        }
+        text.push_str("$Self->{K8} = 'leaf';\n");
+        let c = parse(&text);
+        let e = c.get("K0").unwrap_err().0;
+        assert!(e.contains("K7 needs more than 1000"), "{e}");
+        // Few placeholders, long values.
+        let c = parse(&format!(
+            "$Self->{{A}} = '<OTRS_CONFIG_B><OTRS_CONFIG_B>';\n$Self->{{B}} = '{}';\n",
+            "x".repeat(40_000)
+        ));
+        let e = c.get("A").unwrap_err().0;
+        assert!(e.contains("A grows beyond 65536 bytes"), "{e}");
     }
 
     #[test]
@@ -783,7 +902,8 @@ mod tests {
         assert!(parse_dsn("DBI:Oracle://h:1521/otrs")
             .unwrap_err()
             .contains("Oracle"));
-        assert!(parse_dsn("postgres://x").is_err());
+        let e = parse_dsn("postgres://otrs:canary-pw@db/otrs").unwrap_err();
+        assert!(e.contains("postgres:...") && !e.contains("canary"), "{e}");
         assert!(parse_dsn("DBI:Pg:dbname=x;port=abc").is_err());
     }
 }

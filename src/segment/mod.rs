@@ -229,6 +229,13 @@ impl Segment {
 
     /// Validates the file at the path without mapping it (reads with `pread`, so a truncated
     /// file cannot fault).
+    /// Checks the segment file at `path` without creating, locking or changing anything (for
+    /// `selftest`): `Ok` with its reserved size if it is a valid segment of this version.
+    pub fn validate(path: &Path) -> Result<u64, String> {
+        let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+        validate_file(&file)
+    }
+
     fn try_existing(opts: &SegmentOptions) -> Result<(File, u64), Unusable> {
         let file = match OpenOptions::new().read(true).write(true).open(&opts.path) {
             Ok(f) => f,

@@ -23,4 +23,4 @@
 pub mod record;
 pub mod server;
 
-pub use server::{serve, Listener, ServeOptions};
+pub use server::{serve, Listener, ServeOptions, SocketPerms};

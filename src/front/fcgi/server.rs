@@ -34,6 +34,7 @@ use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
@@ -116,17 +117,66 @@ pub enum Listener {
     Tcp(TcpListener),
 }
 
+/// Owner-side permissions of a Unix socket [`Listener::bind_with`] creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SocketPerms {
+    /// File mode (default `0o660`); write permission for others is refused.
+    pub mode: u32,
+    /// Group to give the socket (the web server's); `None` keeps the creator's.
+    pub gid: Option<u32>,
+}
+
+impl Default for SocketPerms {
+    fn default() -> Self {
+        SocketPerms {
+            mode: 0o660,
+            gid: None,
+        }
+    }
+}
+
 impl Listener {
+    /// Binds the socket named by `spec` with the default [`SocketPerms`] (see
+    /// [`Listener::bind_with`]).
+    pub fn bind(spec: &str) -> io::Result<Listener> {
+        Self::bind_with(spec, SocketPerms::default())
+    }
+
     /// Binds the socket named by `spec`: `unix:/path` (or just `/path`), `tcp:host:port` or
     /// `host:port`. A stale Unix socket file nobody listens on is removed first; a live one is
-    /// an error.
-    pub fn bind(spec: &str) -> io::Result<Listener> {
+    /// an error. A Unix socket is created owner-only (umask 0177, so no one else can connect
+    /// in between) and then given `perms`.
+    pub fn bind_with(spec: &str, perms: SocketPerms) -> io::Result<Listener> {
         if let Some(path) = spec
             .strip_prefix("unix:")
             .or(spec.starts_with('/').then_some(spec))
         {
+            if perms.mode & 0o002 != 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "refusing socket mode {:o} for {path}: others could connect and claim \
+                         any REMOTE_USER",
+                        perms.mode
+                    ),
+                ));
+            }
             remove_stale_socket(Path::new(path))?;
-            return UnixListener::bind(path).map(Listener::Unix);
+            use nix::sys::stat::{umask, Mode};
+            let old = umask(Mode::from_bits_truncate(0o177));
+            let bound = UnixListener::bind(path);
+            umask(old);
+            let listener = bound?;
+            let fix = |e: io::Error| {
+                let _ = std::fs::remove_file(path);
+                io::Error::new(e.kind(), format!("setting permissions of {path}: {e}"))
+            };
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(perms.mode))
+                .map_err(fix)?;
+            if let Some(gid) = perms.gid {
+                std::os::unix::fs::chown(path, None, Some(gid)).map_err(fix)?;
+            }
+            return Ok(Listener::Unix(listener));
         }
         let addr = spec.strip_prefix("tcp:").unwrap_or(spec);
         TcpListener::bind(addr).map(Listener::Tcp).map_err(|e| {
@@ -459,9 +509,11 @@ pub fn serve(listener: Listener, handler: Arc<dyn Handler>, opts: ServeOptions) 
                 format!(
                     "refusing to serve FastCGI on non-loopback address {addr}: the exporter trusts \
                      REMOTE_USER as sent by the web server, so anyone who can reach this socket \
-                     can claim to be any user. Listen on a Unix socket or 127.0.0.1, or allow \
-                     non-loopback addresses explicitly once a firewall and FCGI_WEB_SERVER_ADDRS \
-                     keep everyone but the web server out."
+                     can claim to be any user: the FastCGI socket must never be reachable by \
+                     anyone but the web server. Listen on a Unix socket (web.socket_group = the \
+                     web server's group) or 127.0.0.1, or, only once a firewall and \
+                     FCGI_WEB_SERVER_ADDRS keep everyone but the web server out, pass \
+                     --allow-non-loopback."
                 ),
             ));
         }
