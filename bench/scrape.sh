@@ -188,6 +188,12 @@ print(f"{pick(0.50):.2f} {pick(0.99):.2f} {1000 * len(d) / sum(d):.0f}")'
 )
 
 for u in "$NGINX_PORT" "$CGI_PORT" "$HTTP_PORT" "$FCGID_PORT" "$MODCGI_PORT"; do check_lines "http://127.0.0.1:$u$METRICS"; done
+# Where a cold scrape's time goes: each collector's duration in one more CGI scrape.
+echo "one CGI cold scrape, per collector (ms):"
+GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET SCRIPT_NAME=$METRICS REMOTE_USER=prometheus \
+  "$BIN" </dev/null 2>>"$T/exporter.log" \
+  | sed -n 's/^otrs_exporter_collector_duration_seconds{collector="\([a-z_]*\)"} \(.*\)/\1 \2/p' \
+  | awk '{printf "  %-18s %.2f\n", $1, $2 * 1000}'
 
 ok() { python3 -c "import sys; print('yes' if float(sys.argv[1]) < float(sys.argv[2]) else 'NO')" "$1" "$2"; }
 cat <<TABLE
