@@ -17,7 +17,6 @@ const BIN: &str = env!("CARGO_BIN_EXE_otrs-exporter");
 const METRICS: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/metrics";
 const ADMIN: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/admin";
 const USER: (&str, &str) = ("prometheus", "s3cret-pass");
-const MODULES: &str = "/usr/lib/apache2/modules";
 const SNIPPETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/apache");
 
 /// How the exporter is wired into Apache.
@@ -205,47 +204,29 @@ impl Apache {
             OtrsOrder::Before => format!("{alias}{location}{ours}"),
         };
         let port = free_port();
-        let user = if root {
-            "User www-data\nGroup www-data\n"
-        } else {
-            ""
-        };
-        let mut modules = String::new();
-        for m in [
-            "mpm_event",
-            "authn_core",
-            "authn_file",
-            "authz_core",
-            "authz_user",
-            "auth_basic",
-            "alias",
-            "mime",
-            "env",
-            "cgid",
-            "fcgid",
-            "proxy",
-            "proxy_fcgi",
-        ] {
-            modules.push_str(&format!("LoadModule {m}_module {MODULES}/mod_{m}.so\n"));
-        }
         std::fs::create_dir(p("htdocs")).unwrap();
+        let base = common::apache_base_conf(
+            &d,
+            port,
+            root,
+            &[
+                "mpm_event",
+                "authn_core",
+                "authn_file",
+                "authz_core",
+                "authz_user",
+                "auth_basic",
+                "alias",
+                "mime",
+                "env",
+                "cgid",
+                "fcgid",
+                "proxy",
+                "proxy_fcgi",
+            ],
+        );
         let conf = format!(
-            "ServerRoot /etc/apache2\n\
-             DefaultRuntimeDir {d}\n\
-             PidFile {d}/httpd.pid\n\
-             Mutex file:{d}\n\
-             ErrorLog {d}/error.log\n\
-             LogLevel warn\n\
-             Listen 127.0.0.1:{port}\n\
-             ServerName 127.0.0.1\n\
-             {user}\
-             {modules}\
-             TypesConfig /dev/null\n\
-             ScriptSock {d}/cgisock\n\
-             FcgidIPCDir {d}/fcgid\n\
-             FcgidProcessTableFile {d}/fcgid_shm\n\
-             DocumentRoot {d}/htdocs\n\
-             <Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n\
+            "{base}\
              <Directory {d}/htdocs>\n    Require all granted\n</Directory>\n\
              Define OTRS_EXPORTER_BIN {bin}\n\
              Define OTRS_EXPORTER_CONFIG_FILE {config}\n\

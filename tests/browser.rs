@@ -19,7 +19,6 @@ const ADMIN: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/admin";
 const USER: (&str, &str) = ("ops-admin", "br0wser-pass");
 /// Authenticated by Apache but not in admin.users.
 const VIEWER: (&str, &str) = ("viewer", "v1ewer-pass");
-const MODULES: &str = "/usr/lib/apache2/modules";
 const SNIPPETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/apache");
 const BROWSER_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser");
 
@@ -91,36 +90,28 @@ impl Apache {
         assert!(st.success());
         std::fs::set_permissions(&htpasswd, std::fs::Permissions::from_mode(0o644)).unwrap();
         let port = free_port();
-        let user = if root {
-            "User www-data\nGroup www-data\n"
-        } else {
-            ""
-        };
-        let mut modules = String::new();
-        for m in [
-            "mpm_event",
-            "authn_core",
-            "authn_file",
-            "authz_core",
-            "authz_user",
-            "auth_basic",
-            "alias",
-            "mime",
-            "env",
-            "fcgid",
-        ] {
-            modules.push_str(&format!("LoadModule {m}_module {MODULES}/mod_{m}.so\n"));
-        }
         std::fs::create_dir(p("htdocs")).unwrap();
+        let base = common::apache_base_conf(
+            &d,
+            port,
+            root,
+            &[
+                "mpm_event",
+                "authn_core",
+                "authn_file",
+                "authz_core",
+                "authz_user",
+                "auth_basic",
+                "alias",
+                "mime",
+                "env",
+                "fcgid",
+            ],
+        );
         let conf = format!(
-            "ServerRoot /etc/apache2\nDefaultRuntimeDir {d}\nPidFile {d}/httpd.pid\nMutex file:{d}\n\
-             ErrorLog {d}/error.log\nLogLevel warn\nListen 127.0.0.1:{port}\nServerName 127.0.0.1\n\
-             {user}{modules}TypesConfig /dev/null\nFcgidIPCDir {d}/fcgid\n\
-             FcgidProcessTableFile {d}/fcgid_shm\nDocumentRoot {d}/htdocs\n\
-             <Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n\
+            "{base}\
              Define OTRS_EXPORTER_BIN {bin}\nDefine OTRS_EXPORTER_CONFIG_FILE {config}\n\
              Define OTRS_EXPORTER_HTPASSWD {htpasswd}\nInclude {SNIPPETS}/otrs-exporter-fcgid.conf\n",
-            d = d.display(),
             bin = bin.display(),
             config = config.display(),
             htpasswd = htpasswd.display(),

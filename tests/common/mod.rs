@@ -54,6 +54,48 @@ pub fn samples_of<'a>(body: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 /// A loopback port that was free a moment ago.
+/// Where Debian's Apache keeps its modules.
+pub const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
+
+/// The start of a throwaway Apache's `httpd.conf`: runtime files in `dir`, listening on
+/// loopback `port`, children as www-data when `as_www_data` (root only), `modules` loaded, a
+/// `htdocs` document root and everything else denied. Callers append their `Define`s and
+/// `Include`s (the shipped snippets).
+pub fn apache_base_conf(
+    dir: &std::path::Path,
+    port: u16,
+    as_www_data: bool,
+    modules: &[&str],
+) -> String {
+    let d = dir.display();
+    let mut conf = format!(
+        "ServerRoot /etc/apache2\nDefaultRuntimeDir {d}\nPidFile {d}/httpd.pid\nMutex file:{d}\n\
+         ErrorLog {d}/error.log\nLogLevel warn\nListen 127.0.0.1:{port}\nServerName 127.0.0.1\n"
+    );
+    if as_www_data {
+        conf.push_str("User www-data\nGroup www-data\n");
+    }
+    for m in modules {
+        conf.push_str(&format!(
+            "LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so\n"
+        ));
+    }
+    conf.push_str("TypesConfig /dev/null\n");
+    if modules.contains(&"cgid") {
+        conf.push_str(&format!("ScriptSock {d}/cgisock\n"));
+    }
+    if modules.contains(&"fcgid") {
+        conf.push_str(&format!(
+            "FcgidIPCDir {d}/fcgid\nFcgidProcessTableFile {d}/fcgid_shm\n"
+        ));
+    }
+    conf.push_str(&format!(
+        "DocumentRoot {d}/htdocs\n\
+         <Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n"
+    ));
+    conf
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()

@@ -24,7 +24,6 @@ pub const USER: (&str, &str) = ("prometheus", "dashboards-test-pw");
 /// The repository's `dashboards/` directory.
 pub const DASHBOARDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dashboards");
 const SNIPPETS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/apache");
-const MODULES: &str = "/usr/lib/apache2/modules";
 
 /// The running stack; everything is stopped and removed on drop.
 pub struct Stack {
@@ -301,46 +300,29 @@ impl Stack {
         let web = p("otrs-web");
         write(&web.join("js/Core.js"), &"// js\n".repeat(300));
         write(&web.join("skin/default.css"), "body{}\n");
-        let user = if www_data().is_some() {
-            "User www-data\nGroup www-data\n"
-        } else {
-            ""
-        };
-        let mut modules = String::new();
-        for m in [
-            "mpm_event",
-            "authn_core",
-            "authn_file",
-            "authz_core",
-            "authz_user",
-            "auth_basic",
-            "alias",
-            "mime",
-            "env",
-            "cgid",
-            "fcgid",
-        ] {
-            modules.push_str(&format!("LoadModule {m}_module {MODULES}/mod_{m}.so\n"));
-        }
         std::fs::create_dir(p("htdocs")).unwrap();
+        let base = crate::common::apache_base_conf(
+            &d,
+            self.apache_port,
+            www_data().is_some(),
+            &[
+                "mpm_event",
+                "authn_core",
+                "authn_file",
+                "authz_core",
+                "authz_user",
+                "auth_basic",
+                "alias",
+                "mime",
+                "env",
+                "cgid",
+                "fcgid",
+            ],
+        );
         write(
             &p("httpd.conf"),
             &format!(
-                "ServerRoot /etc/apache2\n\
-                 DefaultRuntimeDir {d}\n\
-                 PidFile {d}/httpd.pid\n\
-                 Mutex file:{d}\n\
-                 ErrorLog {d}/error.log\n\
-                 LogLevel warn\n\
-                 Listen 127.0.0.1:{port}\n\
-                 ServerName 127.0.0.1\n\
-                 {user}{modules}\
-                 TypesConfig /dev/null\n\
-                 ScriptSock {d}/cgisock\n\
-                 FcgidIPCDir {d}/fcgid\n\
-                 FcgidProcessTableFile {d}/fcgid_shm\n\
-                 DocumentRoot {d}/htdocs\n\
-                 <Directory />\n    AllowOverride None\n    Require all denied\n</Directory>\n\
+                "{base}\
                  Define OTRS_EXPORTER_BIN {bin}\n\
                  Define OTRS_EXPORTER_CONFIG_FILE {config}\n\
                  Define OTRS_EXPORTER_HTPASSWD {htpasswd}\n\
@@ -350,8 +332,6 @@ impl Stack {
                  <Directory \"{web}/\">\n    Require all granted\n</Directory>\n\
                  Include {SNIPPETS}/otrs-exporter-fcgid.conf\n\
                  Include {SNIPPETS}/otrs-exporter-accesslog.conf\n",
-                d = d.display(),
-                port = self.apache_port,
                 bin = bin.display(),
                 config = config.display(),
                 htpasswd = htpasswd.display(),
