@@ -52,19 +52,7 @@ fn www_data() -> Option<nix::unistd::User> {
 }
 
 fn pg_exec(db: Option<&str>, sql: &[String]) {
-    let mut c = postgres::Config::new();
-    c.host("127.0.0.1").port(5432).user("postgres");
-    if let Some(d) = db {
-        c.dbname(d);
-    }
-    let mut client = c
-        .connect(postgres::NoTls)
-        .expect("PostgreSQL on 127.0.0.1:5432 (scripts/setup.sh starts it)");
-    for s in sql {
-        client
-            .batch_execute(s)
-            .unwrap_or_else(|e| panic!("{e}: {s:.200}"));
-    }
+    crate::common::testdb::admin_exec(otrs_exporter::db::Driver::Postgres, db, sql);
 }
 
 fn write(path: &Path, text: &str) {
@@ -302,7 +290,7 @@ impl Stack {
         write(&web.join("skin/default.css"), "body{}\n");
         std::fs::create_dir(p("htdocs")).unwrap();
         let base = crate::common::apache_base_conf(
-            &d,
+            d,
             self.apache_port,
             www_data().is_some(),
             &[
