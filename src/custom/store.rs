@@ -46,11 +46,27 @@ enum Conn {
 }
 
 /// A bound parameter.
+#[derive(Clone, Copy)]
 enum P<'a> {
     S(&'a str),
     I(i32),
     /// SMALLINT (PostgreSQL checks the width).
     Small(i16),
+}
+
+/// The definition's columns in the order INSERT and UPDATE name them: name, help, type, SQL,
+/// label names (`labels`, comma-joined), TTL, timeout, enabled.
+fn definition_params<'a>(def: &'a Definition, labels: &'a str) -> [P<'a>; 8] {
+    [
+        P::S(&def.name),
+        P::S(&def.help),
+        P::S(def.kind.as_str()),
+        P::S(&def.sql),
+        P::S(labels),
+        P::I(def.ttl_seconds as i32),
+        P::I(def.timeout_seconds as i32),
+        P::Small(def.enabled.into()),
+    ]
 }
 
 /// A writable connection to the definitions table.
@@ -250,17 +266,10 @@ impl Store {
              label_names, ttl_seconds, timeout_seconds, enabled, revision, deployed_revision, \
              create_by, change_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1, 0, ?, ?)",
             &[
-                P::S(&def.name),
-                P::S(&def.help),
-                P::S(def.kind.as_str()),
-                P::S(&def.sql),
-                P::S(&labels),
-                P::I(def.ttl_seconds as i32),
-                P::I(def.timeout_seconds as i32),
-                P::Small(def.enabled.into()),
-                P::S(user),
-                P::S(user),
-            ],
+                &definition_params(def, &labels)[..],
+                &[P::S(user), P::S(user)],
+            ]
+            .concat(),
         )?;
         Ok(())
     }
@@ -295,17 +304,10 @@ impl Store {
         self.exec(
             sql,
             &[
-                P::S(&def.name),
-                P::S(&def.help),
-                P::S(def.kind.as_str()),
-                P::S(&def.sql),
-                P::S(&labels),
-                P::I(def.ttl_seconds as i32),
-                P::I(def.timeout_seconds as i32),
-                P::Small(def.enabled.into()),
-                P::S(user),
-                P::S(old_name),
-            ],
+                &definition_params(def, &labels)[..],
+                &[P::S(user), P::S(old_name)],
+            ]
+            .concat(),
         )?;
         Ok(())
     }
