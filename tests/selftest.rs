@@ -11,44 +11,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use common::testdb::admin_exec;
 use common::BIN;
 use otrs_exporter::db::demo_data::{self, Variant};
 use otrs_exporter::db::Driver;
 
 static SEQ: AtomicUsize = AtomicUsize::new(0);
-
-fn admin_exec(driver: Driver, db: Option<&str>, sql: &[String]) {
-    match driver {
-        Driver::Postgres => {
-            let mut c = postgres::Config::new();
-            c.host("127.0.0.1").port(5432).user("postgres");
-            if let Some(d) = db {
-                c.dbname(d);
-            }
-            let mut client = c
-                .connect(postgres::NoTls)
-                .expect("PostgreSQL on 127.0.0.1:5432");
-            for s in sql {
-                client
-                    .batch_execute(s)
-                    .unwrap_or_else(|e| panic!("{e}: {s:.200}"));
-            }
-        }
-        Driver::Mysql => {
-            use mysql::prelude::Queryable;
-            let opts = mysql::OptsBuilder::new()
-                .ip_or_hostname(Some("127.0.0.1"))
-                .tcp_port(3306)
-                .user(Some("root"))
-                .db_name(db)
-                .prefer_socket(false);
-            let mut c = mysql::Conn::new(opts).expect("MariaDB on 127.0.0.1:3306");
-            for s in sql {
-                c.query_drop(s).unwrap_or_else(|e| panic!("{e}: {s:.200}"));
-            }
-        }
-    }
-}
 
 /// A database from the fixtures and a user with SELECT on all its tables (dropped at the end).
 struct TestDb {
