@@ -117,38 +117,14 @@ impl Apache {
             htpasswd = htpasswd.display(),
         );
         std::fs::write(p("httpd.conf"), conf).unwrap();
-        let child = Command::new("/usr/sbin/apache2")
-            .arg("-f")
-            .arg(p("httpd.conf"))
-            .arg("-DFOREGROUND")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(p("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let child = common::spawn_apache(&d);
         let mut a = Apache { dir, port, child };
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Ok(Some(st)) = a.child.try_wait() {
-                panic!("apache2 exited ({st}): {}", a.logs());
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "apache2 did not listen: {}",
-                a.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        common::wait_for_apache(&mut a.child, a.dir.path(), port);
         a
     }
 
     fn logs(&self) -> String {
-        let read = |n: &str| std::fs::read_to_string(self.dir.path().join(n)).unwrap_or_default();
-        format!(
-            "\n--- error.log\n{}\n--- stderr\n{}",
-            read("error.log"),
-            read("stderr.log")
-        )
+        common::apache_logs(self.dir.path())
     }
 }
 

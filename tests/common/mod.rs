@@ -96,6 +96,46 @@ pub fn apache_base_conf(
     conf
 }
 
+/// Starts `apache2 -f <dir>/httpd.conf` in the foreground, its stderr in `<dir>/stderr.log`.
+pub fn spawn_apache(dir: &std::path::Path) -> std::process::Child {
+    Command::new("/usr/sbin/apache2")
+        .arg("-f")
+        .arg(dir.join("httpd.conf"))
+        .arg("-DFOREGROUND")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits (up to 15 s) until the Apache started by [`spawn_apache`] listens on `port`; panics
+/// with its logs if it exits or never listens (the caller's guard stops it).
+pub fn wait_for_apache(child: &mut std::process::Child, dir: &std::path::Path, port: u16) {
+    let start = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(st)) = child.try_wait() {
+            panic!("apache2 exited ({st}): {}", apache_logs(dir));
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(15),
+            "apache2 did not listen: {}",
+            apache_logs(dir)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The error log and stderr of the Apache in `dir`, for failure messages.
+pub fn apache_logs(dir: &std::path::Path) -> String {
+    let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+    format!(
+        "\n--- error.log\n{}\n--- stderr\n{}",
+        read("error.log"),
+        read("stderr.log")
+    )
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
