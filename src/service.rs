@@ -72,6 +72,8 @@ pub struct Service {
     render_cache: Mutex<RenderCache>,
     /// Scrapes answered by this process.
     scrapes: std::sync::atomic::AtomicU64,
+    /// Size of the last scrape's body, to size the next one's buffer.
+    last_body: std::sync::atomic::AtomicUsize,
     /// The admin page.
     admin: crate::admin::Admin,
 }
@@ -105,6 +107,7 @@ impl Service {
             writer: Mutex::new(None),
             render_cache: Mutex::new(RenderCache::new()),
             scrapes: std::sync::atomic::AtomicU64::new(0),
+            last_body: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -152,7 +155,16 @@ impl Service {
         if dropped > 0 {
             log::error!("{dropped} metric families had conflicting types and were dropped");
         }
-        let mut body = Vec::with_capacity(64 * 1024);
+        // Sized for the whole body up front: growing a 1 MB buffer by doubling copies it and
+        // faults in fresh pages each time. The last body's size is the best guess; a first
+        // scrape guesses from the series count (untouched capacity costs no memory).
+        let last = self.last_body.load(std::sync::atomic::Ordering::Relaxed);
+        let guess = if last > 0 {
+            last + last / 8
+        } else {
+            snapshot.series_count() * 128
+        };
+        let mut body = Vec::with_capacity(guess.clamp(16 * 1024, 64 << 20));
         // A process that scrapes more than once (FastCGI) keeps escaped label text between
         // scrapes; a CGI process renders once, where building the cache would be wasted.
         let warm = self
@@ -163,6 +175,8 @@ impl Service {
             Ok(mut cache) if warm => render_cached(&snapshot, format, &mut body, &mut cache),
             _ => render(&snapshot, format, &mut body),
         }
+        self.last_body
+            .store(body.len(), std::sync::atomic::Ordering::Relaxed);
         Response::new(200, format.content_type(), body)
     }
 

@@ -165,8 +165,7 @@ impl Snapshot {
             {
                 continue;
             }
-            fam.series
-                .sort_unstable_by(|a, b| cmp_labels(&a.labels, &b.labels));
+            sort_by_labels(&mut fam.series, |s| &s.labels);
             // Two series with identical labels would make the output invalid; sum them.
             fam.series.dedup_by(|later, earlier| {
                 if cmp_labels(&later.labels, &earlier.labels).is_ne() {
@@ -203,6 +202,83 @@ pub fn cmp_labels(a: &[Label], b: &[Label]) -> std::cmp::Ordering {
         }
     }
     a.len().cmp(&b.len())
+}
+
+/// Sorts `items` by their label sets in [`cmp_labels`] order (not stable).
+///
+/// Sorting 10k series by comparing strings is most of a cold scrape's sort time, so larger
+/// inputs are sorted on integer keys instead: each distinct text (by allocation) is ranked
+/// once among all texts, each item's labels become a run of `(name rank, value rank)`, and the
+/// runs compare as integer slices (usually packed into one `u128`), which orders exactly as
+/// [`cmp_labels`] does.
+pub fn sort_by_labels<T>(items: &mut Vec<T>, labels: impl Fn(&T) -> &[Label]) {
+    const BY_STRINGS_BELOW: usize = 64;
+    let n = items.len();
+    if n < BY_STRINGS_BELOW {
+        items.sort_unstable_by(|a, b| cmp_labels(labels(a), labels(b)));
+        return;
+    }
+    let (keys, spans) = {
+        let mut ids: rustc_hash::FxHashMap<*const u8, u32> = Default::default();
+        let mut texts: Vec<&str> = Vec::new();
+        let mut keys: Vec<u32> = Vec::with_capacity(n * 8);
+        let mut spans: Vec<(u32, u32)> = Vec::with_capacity(n);
+        for item in items.iter() {
+            let start = keys.len() as u32;
+            for (name, value) in labels(item) {
+                for t in [name, value] {
+                    let next = texts.len() as u32;
+                    let id = *ids.entry(t.as_ptr()).or_insert_with(|| {
+                        texts.push(t);
+                        next
+                    });
+                    keys.push(id);
+                }
+            }
+            spans.push((start, keys.len() as u32 - start));
+        }
+        // Rank of each distinct text; equal strings in different allocations rank equal.
+        let mut order: Vec<u32> = (0..texts.len() as u32).collect();
+        order.sort_unstable_by(|&a, &b| texts[a as usize].cmp(texts[b as usize]));
+        let mut rank = vec![0u32; texts.len()];
+        for (i, &id) in order.iter().enumerate().skip(1) {
+            let prev = order[i - 1] as usize;
+            rank[id as usize] = rank[prev] + u32::from(texts[prev] != texts[id as usize]);
+        }
+        for k in &mut keys {
+            *k = rank[*k as usize];
+        }
+        (keys, spans)
+    };
+    let key = |i: usize| {
+        let (start, len) = spans[i];
+        &keys[start as usize..(start + len) as usize]
+    };
+    // Usually every run fits in 128 bits: pack it (rank + 1 per field, so a run that is a
+    // prefix of another is smaller, as in slice order) and sort plain integers.
+    let fields = spans.iter().map(|s| s.1).max().unwrap_or(0);
+    let top = keys.iter().copied().max().unwrap_or(0) + 1;
+    let bits = u32::BITS - top.leading_zeros();
+    let perm: Vec<u32> = if fields * bits <= 128 {
+        let mut packed: Vec<(u128, u32)> = (0..n)
+            .map(|i| {
+                let mut k = 0u128;
+                for f in 0..fields as usize {
+                    let r = key(i).get(f).map_or(0, |r| r + 1);
+                    k = (k << bits) | u128::from(r);
+                }
+                (k, i as u32)
+            })
+            .collect();
+        packed.sort_unstable();
+        packed.into_iter().map(|(_, i)| i).collect()
+    } else {
+        let mut perm: Vec<u32> = (0..n as u32).collect();
+        perm.sort_unstable_by(|&a, &b| key(a as usize).cmp(key(b as usize)));
+        perm
+    };
+    let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
+    items.extend(perm.iter().filter_map(|&i| slots[i as usize].take()));
 }
 
 /// Adds `other` into `into` (scalar sum, or bucket-wise histogram sum when bounds agree).
@@ -254,6 +330,50 @@ pub fn is_valid_label_name(name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sort_by_labels_orders_as_cmp_labels() {
+        // Label sets from a small alphabet (so many share texts), some texts equal but in
+        // separate allocations, sets of different lengths, duplicates: above and below the
+        // size where integer keys take over.
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut next = move |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        };
+        let shared: Vec<Text> = ["", "a", "ab", "b", "é", "a\n"].map(Text::from).to_vec();
+        // Up to 3 labels pack into one u128; up to 40 take the slice comparison.
+        for (n, most) in [0, 1, 5, 63, 64, 65, 500, 3000, 64, 700]
+            .into_iter()
+            .zip([4; 8].into_iter().chain([41, 41]))
+        {
+            let mut items: Vec<Labels> = (0..n)
+                .map(|_| {
+                    let len = next(most) as usize;
+                    let mut l: Vec<Label> = (0..len)
+                        .map(|i| {
+                            let name = Text::from(["code", "method", "route"][i % 3]);
+                            let v = shared[next(shared.len() as u64) as usize].clone();
+                            let v = if next(3) == 0 { Text::from(&*v) } else { v };
+                            (name, v)
+                        })
+                        .collect();
+                    l.sort();
+                    l.into()
+                })
+                .collect();
+            let mut want = items.clone();
+            want.sort_by(|a, b| cmp_labels(a, b));
+            sort_by_labels(&mut items, |l| l);
+            assert_eq!(items.len(), want.len());
+            for (got, want) in items.iter().zip(&want) {
+                assert_eq!(cmp_labels(got, want), std::cmp::Ordering::Equal, "n={n}");
+            }
+            assert!(items.is_sorted_by(|a, b| cmp_labels(a, b).is_le()));
+        }
+    }
 
     #[test]
     fn normalize_sorts_merges_and_sums_duplicates() {

@@ -23,16 +23,24 @@ pub(crate) fn write_label_value(out: &mut Vec<u8>, s: &str) {
 /// All three are ASCII, so scanning bytes never splits a UTF-8 sequence.
 #[inline]
 fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], quote: bool) {
+    // Most texts need no escaping: find the next byte that does (memchr scans a word or a
+    // vector at a time) and copy the runs between them whole.
+    let find = |s: &[u8]| {
+        if quote {
+            memchr::memchr3(b'\\', b'\n', b'"', s)
+        } else {
+            memchr::memchr2(b'\\', b'\n', s)
+        }
+    };
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let esc: &[u8] = match b {
+    while let Some(off) = find(&bytes[start..]) {
+        let i = start + off;
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(match bytes[i] {
             b'\\' => b"\\\\",
             b'\n' => b"\\n",
-            b'"' if quote => b"\\\"",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(esc);
+            _ => b"\\\"",
+        });
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);

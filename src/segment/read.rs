@@ -8,11 +8,11 @@ use super::index::{decode_labels_with, EntryHead};
 use super::layout::*;
 use super::mem::Mapping;
 use super::{worker, Segment, SegmentError};
-use crate::snapshot::{cmp_labels, Family, Labels, MetricKind, Series, Text, Value};
+use crate::snapshot::{Family, Labels, MetricKind, Series, Text, Value};
 
 /// Shares one allocation between equal label names and values within a read, so series that
 /// repeat a value (`method="GET"`, a worker) hold one `Arc` and later stages can compare by
-/// pointer. Keyed by FNV hash; a colliding different string just gets its own allocation, and
+/// pointer. Keyed by hash; a colliding different string just gets its own allocation, and
 /// only strings not seen before are checked for UTF-8.
 #[derive(Default)]
 struct Interner {
@@ -47,7 +47,11 @@ impl Interner {
     }
 
     fn get(&mut self, bytes: &[u8]) -> Result<Text, SegmentError> {
-        let h = super::layout::fnv1a(super::layout::FNV_SEED, bytes);
+        use std::hash::Hasher;
+        // FxHash takes a word at a time (FNV, the segment's own hash, a byte at a time).
+        let mut hasher = rustc_hash::FxHasher::default();
+        hasher.write(bytes);
+        let h = hasher.finish();
         if let Some(t) = self.map.get(&h) {
             if t.as_bytes() == bytes {
                 return Ok(t.clone());
@@ -398,7 +402,7 @@ impl Segment {
                 out[i].series = placed.into_iter().flatten().collect();
                 continue;
             }
-            rows.sort_unstable_by(|a, b| cmp_labels(&a.0.labels, &b.0.labels));
+            crate::snapshot::sort_by_labels(&mut rows, |r| &r.0.labels);
             if !cold {
                 for (rank, r) in rows.iter().enumerate() {
                     if let Some(c) = cache.entries.get_mut(&r.1) {
