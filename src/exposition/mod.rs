@@ -284,13 +284,48 @@ pub(crate) struct Scratch<'c> {
     lines: Lines,
     /// Cached `le` values of the last bucket layout.
     le: LeCache,
-    /// Label names (their shared allocations) of the last series whose names were valid, so
-    /// consecutive series with the same names are not validated again.
+    /// Label names checked already.
+    names: NameCheck,
+}
+
+/// The label names (their shared allocations) of the last series whose names were valid, so
+/// consecutive series with the same names are not validated again.
+#[derive(Default)]
+struct NameCheck {
     valid_names: Vec<usize>,
     valid_for_histogram: bool,
 }
 
+impl NameCheck {
+    /// [`labels_ok`], skipped when the names are the same allocations as the last valid
+    /// series' (consecutive series of a family usually share them).
+    fn ok(&mut self, labels: &[Label], histogram: bool) -> bool {
+        let same_names = self.valid_for_histogram == histogram
+            && self.valid_names.len() == labels.len()
+            && self
+                .valid_names
+                .iter()
+                .zip(labels.iter())
+                .all(|(p, (n, _))| *p == n.as_ptr() as usize);
+        if !same_names {
+            if !labels_ok(labels, histogram) {
+                return false;
+            }
+            self.valid_names.clear();
+            self.valid_names
+                .extend(labels.iter().map(|(n, _)| n.as_ptr() as usize));
+            self.valid_for_histogram = histogram;
+        }
+        true
+    }
+}
+
 impl Scratch<'_> {
+    /// Whether rendering keeps nothing between renders (each line is written once).
+    fn is_cold(&self) -> bool {
+        self.cache.is_none()
+    }
+
     /// What a series' line prefixes depend on besides its labels: the family (`family_key`,
     /// from [`family_key`]) and, for histograms, the bucket layout. Never 0.
     fn line_key(&self, family_key: u64, histogram: bool) -> u64 {
@@ -435,28 +470,38 @@ pub(crate) fn prepare_series<'s>(
         }
         return Some(&entry.lines);
     }
-    let same_names = scratch.valid_for_histogram == histogram
-        && scratch.valid_names.len() == series.labels.len()
-        && scratch
-            .valid_names
-            .iter()
-            .zip(series.labels.iter())
-            .all(|(p, (n, _))| *p == n.as_ptr() as usize);
-    if !same_names {
-        if !labels_ok(&series.labels, histogram) {
-            return None;
-        }
-        scratch.valid_names.clear();
-        scratch
-            .valid_names
-            .extend(series.labels.iter().map(|(n, _)| n.as_ptr() as usize));
-        scratch.valid_for_histogram = histogram;
+    if !scratch.names.ok(&series.labels, histogram) {
+        return None;
     }
     scratch.labels.clear();
     write_labels(&series.labels, &mut scratch.labels);
     scratch.lines.clear();
     build(&scratch.labels, &scratch.le, &mut scratch.lines);
     Some(&scratch.lines)
+}
+
+/// Without a cache, writes a counter, gauge or info series' line prefix `name suffix{labels} `
+/// straight to `out` (no intermediate copies: a one-off render writes each prefix once), or
+/// returns false if the series must be skipped, as [`prepare_series`] would.
+pub(crate) fn write_plain_prefix(
+    out: &mut Vec<u8>,
+    series: &Series,
+    name: &[u8],
+    suffix: &[u8],
+    scratch: &mut Scratch,
+) -> bool {
+    if matches!(series.value, Value::Histogram { .. }) || !scratch.names.ok(&series.labels, false) {
+        return false;
+    }
+    out.extend_from_slice(name);
+    out.extend_from_slice(suffix);
+    if !series.labels.is_empty() {
+        out.push(b'{');
+        write_labels(&series.labels, out);
+        out.push(b'}');
+    }
+    out.push(b' ');
+    true
 }
 
 /// Writes label pairs escaped, comma separated, without braces.
@@ -752,8 +797,28 @@ mod tests {
             if round % 2 == 1 {
                 g.series = vec![series(&shared, Value::Scalar(-1.0))];
             }
+            // Series both writers must skip (invalid or repeated name, wrong value shape) next
+            // to ones they must write (no labels, info).
+            let mut bad = Family::new("x_mixed", "M.", MetricKind::Counter);
+            let dup: Labels = vec![
+                (Text::from("a"), Text::from("1")),
+                (Text::from("a"), Text::from("2")),
+            ]
+            .into();
+            bad.series = vec![
+                series(
+                    &vec![(Text::from("1bad"), Text::from("v"))].into(),
+                    Value::Scalar(1.0),
+                ),
+                series(&dup, Value::Scalar(2.0)),
+                series(&other, hist(bounds, 1)),
+                series(&vec![].into(), Value::Scalar(round as f64 / 3.0)),
+                series(&shared, Value::Scalar(f64::NAN)),
+            ];
+            let mut info = Family::new("x_build", "B.", MetricKind::Info);
+            info.series = vec![series(&other, Value::Scalar(7.0))];
             let mut s = Snapshot {
-                families: vec![c, h, g],
+                families: vec![c, h, g, bad, info],
             };
             s.normalize();
             s

@@ -5,7 +5,9 @@
 //! `le="+Inf"` (= count), then `_sum` and `_count`. No timestamps, no `_created`.
 
 use super::escape::{write_f64_text, write_help_text, write_u64};
-use super::{family_key, family_ok, finite_buckets, prepare_series, Lines, Scratch};
+use super::{
+    family_key, family_ok, finite_buckets, prepare_series, write_plain_prefix, Lines, Scratch,
+};
 use crate::snapshot::{MetricKind, Snapshot, Value};
 
 /// Writes all families of `snapshot` to `out`.
@@ -44,6 +46,19 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
         let fkey = family_key(fam, false);
         let mut written = 0usize;
         for series in &fam.series {
+            if scratch.is_cold() && fam.kind != MetricKind::Histogram {
+                if !write_plain_prefix(out, series, name, suffix, scratch) {
+                    continue;
+                }
+                written += 1;
+                match (fam.kind, &series.value) {
+                    (MetricKind::Info, _) => out.push(b'1'),
+                    (_, Value::Scalar(v)) => write_f64_text(out, *v),
+                    (_, Value::Histogram { .. }) => unreachable!("refused above"),
+                }
+                out.push(b'\n');
+                continue;
+            }
             let Some(lines) =
                 prepare_series(
                     fam.kind,
