@@ -42,7 +42,7 @@ fn defaults_when_default_file_is_missing() {
     let l = load_from(Path::new("/nonexistent/otrs-exporter.toml"), false, &no_env).unwrap();
     assert_eq!(l.config, Config::default());
     assert_eq!(l.path, None);
-    assert_eq!(l.sources.len(), 58);
+    assert_eq!(l.sources.len(), 59);
     assert!(l.sources.values().all(|s| *s == Source::Default));
     let c = &l.config;
     assert_eq!(c.otrs_home, Path::new("/opt/otrs"));
@@ -406,7 +406,7 @@ fn describe_shows_values_and_sources() {
     print!("{d}");
     let lines: Vec<&str> = d.lines().collect();
     assert_eq!(lines[0], format!("# config file: {}", p.display()));
-    assert_eq!(lines.len(), 59);
+    assert_eq!(lines.len(), 60);
     let body = &lines[1..];
     // Sorted by key.
     let keys: Vec<&str> = body.iter().map(|l| l.split(' ').next().unwrap()).collect();
@@ -479,7 +479,7 @@ fn example_file_documents_every_key() {
             "key {key} (line {line}) has no comment above it"
         );
     }
-    assert_eq!(l.sources.len(), 58);
+    assert_eq!(l.sources.len(), 59);
 }
 
 #[test]

@@ -224,11 +224,88 @@ fn start_nginx(dir: &Path) -> Killed {
 }
 
 fn web(cmdline: &str) -> Vec<Family> {
+    web_with(cmdline, 30)
+}
+
+fn web_with(cmdline: &str, rescan_seconds: u64) -> Vec<Family> {
     WebProcessCollector::new(&ProcessesConfig {
         server_cmdline: cmdline.into(),
+        rescan_seconds,
     })
     .collect(&ctx())
     .unwrap()
+}
+
+/// PIDs of every `otrs_web_process_resident_memory_bytes` series (parents and children).
+fn web_pids(fams: &[Family]) -> BTreeSet<i32> {
+    family(fams, "otrs_web_process_resident_memory_bytes")
+        .series
+        .iter()
+        .map(|s| label(s, "worker").unwrap().parse().unwrap())
+        .collect()
+}
+
+/// Between full scans a long-running process reads only new processes and the servers' and
+/// daemons' trees: a server started after the last scan, and children it forks later, are
+/// found at once; a process that was uninteresting and then `exec`s into a server (same PID)
+/// is found at the next full scan, `rescan_seconds` later.
+#[test]
+fn scans_between_full_scans_find_new_servers_and_children() {
+    let dir = tempfile::tempdir().unwrap();
+    // Uninteresting until it execs `<dir>/apache2` (a copy of sleep named like the server).
+    let fake = dir.path().join("apache2");
+    std::fs::copy("/bin/sleep", &fake).unwrap();
+    let go = dir.path().join("go");
+    let mut late = Killed(
+        Command::new("/bin/sh")
+            .arg("-c")
+            .arg(format!(
+                "while [ ! -e {} ]; do sleep 0.02; done; exec {} 30",
+                go.display(),
+                fake.display()
+            ))
+            .process_group(0)
+            .spawn()
+            .unwrap(),
+    );
+    let late_pid = late.0.id() as i32;
+    // A scan that sees the shell (uninteresting), then, within the interval, a new Apache.
+    let before = web_with("", 2);
+    assert!(!web_pids(&before).contains(&late_pid));
+    let started = Instant::now();
+    let (apache, _) = start_apache(dir.path());
+    let a = apache.0.id() as i32;
+    let mut want: BTreeSet<i32> = proc_children(a);
+    want.insert(a);
+    let fams = web_with("", 2);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "slow start: test inconclusive"
+    );
+    let found = web_pids(&fams);
+    assert!(want.is_subset(&found), "{want:?} not all in {found:?}");
+
+    // The shell execs into "apache2" under its old PID: found by the next full scan at the
+    // latest (a scan in between may or may not have been full).
+    std::fs::write(&go, "").unwrap();
+    wait_for("the exec", || {
+        stat_fields(late_pid).is_some()
+            && std::fs::read_to_string(format!("/proc/{late_pid}/comm"))
+                .is_ok_and(|c| c.trim() == "apache2")
+    });
+    let end = Instant::now() + Duration::from_secs(5);
+    while !web_pids(&web_with("", 2)).contains(&late_pid) {
+        assert!(
+            Instant::now() < end,
+            "exec'd server not found by a full scan"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // With rescan_seconds = 0 every scan is full: found at once.
+    assert!(web_pids(&web_with("", 0)).contains(&late_pid));
+    let _ = late.0.kill();
+    let _ = late.0.wait();
+    drop(apache);
 }
 
 #[test]

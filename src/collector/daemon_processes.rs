@@ -69,6 +69,12 @@ pub fn read_pid_file(path: &Path) -> PidFile {
     }
 }
 
+/// Whether a process name (`comm`) can be the daemon's: Perl, or the script itself
+/// (`otrs.Daemon.pl`, started via its shebang).
+pub fn may_be_daemon_comm(comm: &str) -> bool {
+    comm.starts_with("perl") || comm.contains(".Daemon")
+}
+
 /// Main daemon processes found by command line: `*.Daemon.pl` with a `start` argument, whose
 /// parent is not one.
 pub fn search_daemons(table: &ProcTable) -> Vec<i32> {
@@ -78,7 +84,7 @@ pub fn search_daemons(table: &ProcTable) -> Vec<i32> {
         table
             .stats
             .get(&pid)
-            .is_some_and(|s| s.comm.starts_with("perl") || s.comm.contains(".Daemon"))
+            .is_some_and(|s| may_be_daemon_comm(&s.comm))
     };
     let is_main = |pid: i32| {
         may_be_daemon(pid)
@@ -195,6 +201,7 @@ pub fn name_tree(
 pub struct DaemonProcessCollector {
     pid_file: PathBuf,
     modules: Vec<String>,
+    rescan: std::time::Duration,
 }
 
 impl DaemonProcessCollector {
@@ -203,6 +210,7 @@ impl DaemonProcessCollector {
         DaemonProcessCollector {
             pid_file: cfg.daemon_pid_file(),
             modules: cfg.daemon.modules.clone(),
+            rescan: std::time::Duration::from_secs(cfg.processes.rescan_seconds),
         }
     }
 }
@@ -213,7 +221,7 @@ impl Collector for DaemonProcessCollector {
     }
 
     fn collect(&self, ctx: &Context) -> Result<Vec<Family>, CollectError> {
-        let table = ProcTable::scan_shared(ctx.scrape)
+        let table = ProcTable::scan_shared(ctx.scrape, false, self.rescan)
             .map_err(|e| CollectError::new(format!("/proc: {e}")))?;
         let pid_file = read_pid_file(&self.pid_file);
         let from_file = match pid_file {

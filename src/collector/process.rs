@@ -25,16 +25,41 @@ pub struct ProcTable {
 }
 
 impl ProcTable {
-    /// Scans `/proc`. Zombies are left out.
+    /// Scans every process in `/proc`. Zombies are left out.
     ///
     /// Each process costs one `open` + `read` + `close` of `/proc/<pid>/stat` (parsed by
     /// `procfs`), half the system calls of going through `procfs::process::Process`, which
     /// first opens the process directory: the scan is most of a scrape's `/proc` time.
     pub fn scan() -> std::io::Result<ProcTable> {
+        ProcTable::scan_with(None, &|_| true)
+    }
+
+    /// [`ProcTable::scan`] that skips the processes `memo` marked uninteresting, unless the
+    /// memo is older than its rescan interval, then marks them again: a process is
+    /// interesting if `candidate` says so or its parent is interesting (read again every
+    /// time); an uninteresting one is skipped as long as its `/proc` entry has the same inode
+    /// number. A process that exits loses its `/proc` dentries, so a reused PID comes back
+    /// with another inode number and is read.
+    fn scan_with(
+        mut memo: Option<&mut ScanMemo>,
+        candidate: &dyn Fn(&Stat) -> bool,
+    ) -> std::io::Result<ProcTable> {
         use procfs::FromRead;
         use std::io::Read;
+        use std::os::unix::fs::DirEntryExt;
+        let now = std::time::Instant::now();
+        let full = match memo.as_deref_mut() {
+            Some(m) if m.full_at.is_some_and(|t| now.duration_since(t) < m.rescan) => false,
+            Some(m) => {
+                m.full_at = Some(now);
+                true
+            }
+            None => true,
+        };
         let mut stats = HashMap::new();
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
+        let mut inodes: Vec<(i32, u64)> = Vec::new();
+        let mut skipped: Vec<(i32, u64)> = Vec::new();
         let mut path = String::with_capacity(32);
         let mut buf = vec![0u8; 4096];
         for entry in std::fs::read_dir("/proc")?.flatten() {
@@ -42,6 +67,13 @@ impl ProcTable {
             let Some(pid) = name.to_str().and_then(|n| n.parse::<i32>().ok()) else {
                 continue;
             };
+            let ino = entry.ino();
+            if let Some(m) = memo.as_deref() {
+                if !full && m.boring.get(&pid) == Some(&ino) {
+                    skipped.push((pid, ino));
+                    continue;
+                }
+            }
             path.clear();
             path.push_str("/proc/");
             path.push_str(itoa::Buffer::new().format(pid));
@@ -78,10 +110,30 @@ impl ProcTable {
                 continue;
             }
             children.entry(st.ppid).or_default().push(st.pid);
+            inodes.push((st.pid, ino));
             stats.insert(st.pid, st);
         }
         for v in children.values_mut() {
             v.sort_unstable();
+        }
+        if let Some(m) = memo {
+            // Interesting: candidates and everything below them. The rest (read now or
+            // skipped again) is skipped next time.
+            let mut keep: std::collections::HashSet<i32> = Default::default();
+            let mut todo: Vec<i32> = stats
+                .values()
+                .filter(|s| candidate(s))
+                .map(|s| s.pid)
+                .collect();
+            while let Some(pid) = todo.pop() {
+                if keep.insert(pid) {
+                    todo.extend(children.get(&pid).into_iter().flatten().copied());
+                }
+            }
+            m.boring.clear();
+            m.boring.extend(skipped);
+            m.boring
+                .extend(inodes.into_iter().filter(|(p, _)| !keep.contains(p)));
         }
         Ok(ProcTable {
             stats,
@@ -94,20 +146,36 @@ impl ProcTable {
 
     /// A scan shared by the collectors of one scrape (`scrape` = [`Context::scrape`]), so the
     /// web-server and daemon collectors running side by side read `/proc` once; the next
-    /// scrape scans again.
+    /// scrape scans again. Unless `every` (a collector that looks at every process' command
+    /// line, as `processes.server_cmdline` does) or `rescan` is zero, the scan skips what
+    /// [`ProcTable::scan_with`] found uninteresting, with a full scan at least every `rescan`.
     ///
     /// [`Context::scrape`]: crate::collector::Context::scrape
-    pub fn scan_shared(scrape: u64) -> std::io::Result<std::sync::Arc<ProcTable>> {
+    pub fn scan_shared(
+        scrape: u64,
+        every: bool,
+        rescan: std::time::Duration,
+    ) -> std::io::Result<std::sync::Arc<ProcTable>> {
         use std::sync::{Arc, Mutex};
-        static LAST: Mutex<Option<(u64, Arc<ProcTable>)>> = Mutex::new(None);
+        static LAST: Mutex<Option<(u64, bool, Arc<ProcTable>)>> = Mutex::new(None);
+        static MEMO: Mutex<Option<ScanMemo>> = Mutex::new(None);
         let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((id, table)) = last.as_ref() {
-            if *id == scrape {
+        if let Some((id, all, table)) = last.as_ref() {
+            if *id == scrape && (*all || !every) {
                 return Ok(table.clone());
             }
         }
-        let table = Arc::new(ProcTable::scan()?);
-        *last = Some((scrape, table.clone()));
+        let all = every || rescan.is_zero();
+        let mut memo = MEMO.lock().unwrap_or_else(|e| e.into_inner());
+        let memo = if all {
+            None
+        } else {
+            let m = memo.get_or_insert_with(ScanMemo::default);
+            m.rescan = rescan;
+            Some(m)
+        };
+        let table = Arc::new(ProcTable::scan_with(memo, &may_be_reported)?);
+        *last = Some((scrape, all, table.clone()));
         Ok(table)
     }
 
@@ -139,6 +207,24 @@ impl ProcTable {
 fn boot_time() -> f64 {
     static BOOT: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *BOOT.get_or_init(|| procfs::boot_time_secs().unwrap_or(0) as f64)
+}
+
+/// What a scan of a long-running process remembers for the next one.
+#[derive(Default)]
+struct ScanMemo {
+    /// Uninteresting PIDs and the inode numbers of their `/proc` entries.
+    boring: rustc_hash::FxHashMap<i32, u64>,
+    /// When the last full scan ran.
+    full_at: Option<std::time::Instant>,
+    /// How often a full scan runs.
+    rescan: std::time::Duration,
+}
+
+/// Whether a process may be reported by the web-server or daemon collector, or lead to
+/// processes that are: a web server by name, or a Perl process / `*.Daemon.pl` script.
+fn may_be_reported(st: &Stat) -> bool {
+    super::web_processes::SERVER_NAMES.contains(&st.comm.as_str())
+        || super::daemon_processes::may_be_daemon_comm(&st.comm)
 }
 
 /// One process' figures.

@@ -89,8 +89,12 @@ impl Collector for WebProcessCollector {
     }
 
     fn collect(&self, ctx: &Context) -> Result<Vec<Family>, CollectError> {
-        let table = ProcTable::scan_shared(ctx.scrape)
-            .map_err(|e| CollectError::new(format!("/proc: {e}")))?;
+        let table = ProcTable::scan_shared(
+            ctx.scrape,
+            !self.cfg.server_cmdline.trim().is_empty(),
+            std::time::Duration::from_secs(self.cfg.rescan_seconds),
+        )
+        .map_err(|e| CollectError::new(format!("/proc: {e}")))?;
         let servers = find_servers(&table, &self.cfg.server_cmdline);
         let mut fams = ProcFamilies::new("otrs_web_process", "web-server process");
         let mut count = Family::new(

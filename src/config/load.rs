@@ -616,7 +616,7 @@ mod tests {
     #[test]
     fn schema_has_every_key() {
         let keys: Vec<String> = flatten_config(&Config::default()).into_keys().collect();
-        assert_eq!(keys.len(), 58, "{keys:?}");
+        assert_eq!(keys.len(), 59, "{keys:?}");
         assert!(keys.contains(&"segment.mode".to_string()));
         assert!(keys.contains(&"otrs_home".to_string()));
     }

@@ -254,6 +254,7 @@ impl Config {
             ));
         }
         self.ingest.check()?;
+        self.processes.check()?;
         self.db.check()?;
         self.daemon.check()?;
         self.otrs_log.check()?;
@@ -615,13 +616,40 @@ fn absolute_or_empty(key: &'static str, v: &str) -> Result<(), (&'static str, St
 }
 
 /// `[processes]`: finding the web server's processes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ProcessesConfig {
     /// Command line of the web server's main process, arguments joined by single spaces, e.g.
     /// `/usr/sbin/apache2 -k start` (seed: `ServerCMND`). Empty (default) = detect Apache
     /// (`apache2`, `httpd`) and nginx by process name.
     pub server_cmdline: String,
+    /// Seconds between full `/proc` scans of a long-running exporter process (default 30; 0 =
+    /// every scrape). In between, a process that was neither a web server, an OTRS daemon
+    /// process nor a descendant of one is not read again while it keeps its `/proc` entry;
+    /// new processes always are. Only a process that `exec`s into a web server or daemon
+    /// under an old PID waits for the next full scan.
+    pub rescan_seconds: u64,
+}
+
+impl Default for ProcessesConfig {
+    fn default() -> Self {
+        ProcessesConfig {
+            server_cmdline: String::new(),
+            rescan_seconds: 30,
+        }
+    }
+}
+
+impl ProcessesConfig {
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.rescan_seconds > 3600 {
+            return Err((
+                "processes.rescan_seconds",
+                "must be between 0 and 3600".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// `[daemon]`: the OTRS daemon (`bin/otrs.Daemon.pl`).
@@ -945,6 +973,11 @@ mod tests {
         assert_eq!(c.check(), Ok(()));
         c.web.scrape_timeout_seconds = f64::NAN;
         assert!(c.check().is_err());
+        let mut c = Config::default();
+        c.processes.rescan_seconds = 3601;
+        assert_eq!(c.check().unwrap_err().0, "processes.rescan_seconds");
+        c.processes.rescan_seconds = 0;
+        assert_eq!(c.check(), Ok(()));
         let mut c = Config::default();
         c.web.listen = "nope".into();
         assert_eq!(c.check().unwrap_err().0, "web.listen");
