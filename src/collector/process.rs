@@ -139,8 +139,8 @@ impl ProcTable {
             stats,
             children,
             boot: boot_time(),
-            tps: procfs::ticks_per_second() as f64,
-            page: procfs::page_size() as f64,
+            tps: sysconf(nix::unistd::SysconfVar::CLK_TCK, 100.0),
+            page: sysconf(nix::unistd::SysconfVar::PAGE_SIZE, 4096.0),
         })
     }
 
@@ -202,11 +202,27 @@ impl ProcTable {
     }
 }
 
-/// The boot time in Unix seconds, read once per process (`procfs` caches it per thread, and
-/// collectors run on a new thread every scrape).
+/// The boot time in Unix seconds (`btime` in `/proc/stat`), read once per process.
 fn boot_time() -> f64 {
     static BOOT: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
-    *BOOT.get_or_init(|| procfs::boot_time_secs().unwrap_or(0) as f64)
+    *BOOT.get_or_init(|| {
+        std::fs::read_to_string("/proc/stat")
+            .ok()
+            .and_then(|t| {
+                t.lines()
+                    .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    })
+}
+
+/// A `sysconf` value, or `default` if the system does not say. (Not `procfs`' helpers: they
+/// parse the auxiliary vector by hand, which valgrind's tools cannot follow.)
+fn sysconf(var: nix::unistd::SysconfVar, default: f64) -> f64 {
+    match nix::unistd::sysconf(var) {
+        Ok(Some(v)) if v > 0 => v as f64,
+        _ => default,
+    }
 }
 
 /// What a scan of a long-running process remembers for the next one.

@@ -138,6 +138,16 @@ impl Response {
     /// `Content-Type` and `Content-Length`, a blank line and — unless `head_only` (HEAD
     /// requests) — the body. `Content-Length` always gives the body's length.
     pub fn write_cgi(&self, out: &mut Vec<u8>, head_only: bool) {
+        out.reserve(256 + if head_only { 0 } else { self.body.len() });
+        self.write_cgi_head(out);
+        if !head_only {
+            out.extend_from_slice(&self.body);
+        }
+    }
+
+    /// Appends the CGI header block of [`Response::write_cgi`] (ending in the empty line),
+    /// without the body: a front end that sends the body from where it is.
+    pub fn write_cgi_head(&self, out: &mut Vec<u8>) {
         let clean = |s: &str| s.replace(['\r', '\n'], " ");
         // Writing to a Vec cannot fail.
         let _ = write!(out, "Status: {} {}\r\n", self.status, reason(self.status));
@@ -153,9 +163,6 @@ impl Response {
             let _ = write!(out, "Content-Type: {DEFAULT_CONTENT_TYPE}\r\n");
         }
         let _ = write!(out, "Content-Length: {}\r\n\r\n", self.body.len());
-        if !head_only {
-            out.extend_from_slice(&self.body);
-        }
     }
 }
 

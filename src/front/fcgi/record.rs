@@ -431,14 +431,33 @@ pub fn encode_pair(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
 /// use [`encode_stream`] for streams), padded to a multiple of 8.
 pub fn encode_record(out: &mut Vec<u8>, record_type: u8, request_id: u16, content: &[u8]) {
     let content = &content[..content.len().min(MAX_CONTENT_LEN)];
-    let padding = (8 - content.len() % 8) % 8;
-    let len = content.len() as u16; // fits: cut to MAX_CONTENT_LEN above
-    out.extend_from_slice(&[VERSION_1, record_type]);
-    out.extend_from_slice(&request_id.to_be_bytes());
-    out.extend_from_slice(&len.to_be_bytes());
-    out.extend_from_slice(&[padding as u8, 0]);
+    out.extend_from_slice(&record_header(record_type, request_id, content.len()));
     out.extend_from_slice(content);
-    out.extend_from_slice(&[0u8; 8][..padding]);
+    out.extend_from_slice(&[0u8; 8][..padding(content.len())]);
+}
+
+/// The 8-byte header of a record with `content_len` bytes of content (at most
+/// [`MAX_CONTENT_LEN`]; more is cut, as [`encode_record`] cuts the content) and
+/// [`padding`]`(content_len)` bytes of padding.
+pub fn record_header(record_type: u8, request_id: u16, content_len: usize) -> [u8; 8] {
+    let len = content_len.min(MAX_CONTENT_LEN) as u16; // fits: cut to MAX_CONTENT_LEN
+    let id = request_id.to_be_bytes();
+    let l = len.to_be_bytes();
+    [
+        VERSION_1,
+        record_type,
+        id[0],
+        id[1],
+        l[0],
+        l[1],
+        padding(content_len) as u8,
+        0,
+    ]
+}
+
+/// Padding after `content_len` bytes of content, to a multiple of 8.
+pub fn padding(content_len: usize) -> usize {
+    (8 - content_len.min(MAX_CONTENT_LEN) % 8) % 8
 }
 
 /// Appends `data` as a stream of `record_type` records of at most [`STREAM_CHUNK`] bytes each,
