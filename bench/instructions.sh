@@ -76,11 +76,11 @@ warm() { # DRIVER QUERY
 fcgi() { # BIN QUERY
   local total=() n sock pid
   for n in 10 20; do
-    sock=$T/fcgi.$n.sock
+    sock=$T/fcgi.$RANDOM.sock  # a fresh path: a stale socket would look ready
     valgrind --tool=callgrind --callgrind-out-file="$T/fcgi.$n.cg" "$1" serve --listen "unix:$sock" \
       >/dev/null 2>"$T/fcgi.$n.err" &
     pid=$!
-    for _ in $(seq 600); do [ -S "$sock" ] && break; sleep 0.1; done
+    for _ in $(seq 600); do grep -q "serving FastCGI" "$T/fcgi.$n.err" && break; sleep 0.1; done
     for _ in $(seq "$n"); do
       QUERY_STRING=$2 REQUEST_METHOD=GET SCRIPT_NAME=$METRICS REQUEST_URI="$METRICS?$2" \
         cgi-fcgi -bind -connect "$sock" >/dev/null 2>&1 || true
