@@ -74,7 +74,7 @@ warm() { # DRIVER QUERY
   if [ -n "$a" ] && [ -n "$b" ]; then echo $(((b - a) / 10)); fi
 }
 fcgi() { # BIN QUERY
-  local total=() n sock pid
+  local total=() n sock pid dead=0
   for n in 10 20; do
     sock=$T/fcgi.$RANDOM.sock  # a fresh path: a stale socket would look ready
     valgrind --tool=callgrind --callgrind-out-file="$T/fcgi.$n.cg" "$1" serve --listen "unix:$sock" \
@@ -85,10 +85,14 @@ fcgi() { # BIN QUERY
       QUERY_STRING=$2 REQUEST_METHOD=GET SCRIPT_NAME=$METRICS REQUEST_URI="$METRICS?$2" \
         cgi-fcgi -bind -connect "$sock" >/dev/null 2>&1 || true
     done
-    kill -TERM "$pid"; wait "$pid" 2>/dev/null || true
+    # Already gone: it died under valgrind (no meaningful count).
+    kill -TERM "$pid" 2>/dev/null || dead=1
+    wait "$pid" 2>/dev/null || true
     total+=("$(sed -n 's/.*I *refs: *//p' "$T/fcgi.$n.err" | tr -d ,)")
   done
-  if [ -n "${total[0]}" ] && [ -n "${total[1]}" ]; then echo $(((total[1] - total[0]) / 10)); fi
+  if [ "$dead" = 0 ] && [ -n "${total[0]}" ] && [ -n "${total[1]}" ]; then
+    echo $(((total[1] - total[0]) / 10))
+  fi
 }
 
 fmt() { if [ -n "$1" ]; then python3 -c "print(f'{$1/1e6:.1f} M')"; else echo "n/a"; fi; }
