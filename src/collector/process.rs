@@ -31,19 +31,16 @@ impl ProcTable {
     /// `procfs`), half the system calls of going through `procfs::process::Process`, which
     /// first opens the process directory: the scan is most of a scrape's `/proc` time.
     pub fn scan() -> std::io::Result<ProcTable> {
-        ProcTable::scan_with(None, &|_| true)
+        ProcTable::scan_with(None)
     }
 
     /// [`ProcTable::scan`] that skips the processes `memo` marked uninteresting, unless the
     /// memo is older than its rescan interval, then marks them again: a process is
-    /// interesting if `candidate` says so or its parent is interesting (read again every
+    /// interesting if [`may_be_reported`] or its parent is interesting (read again every
     /// time); an uninteresting one is skipped as long as its `/proc` entry has the same inode
     /// number. A process that exits loses its `/proc` dentries, so a reused PID comes back
     /// with another inode number and is read.
-    fn scan_with(
-        mut memo: Option<&mut ScanMemo>,
-        candidate: &dyn Fn(&Stat) -> bool,
-    ) -> std::io::Result<ProcTable> {
+    fn scan_with(mut memo: Option<&mut ScanMemo>) -> std::io::Result<ProcTable> {
         use procfs::FromRead;
         use std::io::Read;
         use std::os::unix::fs::DirEntryExt;
@@ -122,7 +119,7 @@ impl ProcTable {
             let mut keep: std::collections::HashSet<i32> = Default::default();
             let mut todo: Vec<i32> = stats
                 .values()
-                .filter(|s| candidate(s))
+                .filter(|s| may_be_reported(s))
                 .map(|s| s.pid)
                 .collect();
             while let Some(pid) = todo.pop() {
@@ -174,7 +171,7 @@ impl ProcTable {
             m.rescan = rescan;
             Some(m)
         };
-        let table = Arc::new(ProcTable::scan_with(memo, &may_be_reported)?);
+        let table = Arc::new(ProcTable::scan_with(memo)?);
         *last = Some((scrape, all, table.clone()));
         Ok(table)
     }
