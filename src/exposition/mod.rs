@@ -493,14 +493,9 @@ pub(crate) fn write_plain_prefix(
     if matches!(series.value, Value::Histogram { .. }) || !scratch.names.ok(&series.labels, false) {
         return false;
     }
-    out.extend_from_slice(name);
-    out.extend_from_slice(suffix);
-    if !series.labels.is_empty() {
-        out.push(b'{');
-        write_labels(&series.labels, out);
-        out.push(b'}');
-    }
-    out.push(b' ');
+    text::sample_start_with(out, name, suffix, !series.labels.is_empty(), |o| {
+        write_labels(&series.labels, o)
+    });
     true
 }
 

@@ -47,16 +47,14 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
         let mut written = 0usize;
         for series in &fam.series {
             if scratch.is_cold() && fam.kind != MetricKind::Histogram {
-                if !write_plain_prefix(out, series, name, suffix, scratch) {
-                    continue;
+                // (A histogram value is refused there: the prefix is only written for scalars.)
+                if let (true, Value::Scalar(v)) = (
+                    write_plain_prefix(out, series, name, suffix, scratch),
+                    &series.value,
+                ) {
+                    written += 1;
+                    write_scalar(out, fam.kind, *v);
                 }
-                written += 1;
-                match (fam.kind, &series.value) {
-                    (MetricKind::Info, _) => out.push(b'1'),
-                    (_, Value::Scalar(v)) => write_f64_text(out, *v),
-                    (_, Value::Histogram { .. }) => unreachable!("refused above"),
-                }
-                out.push(b'\n');
                 continue;
             }
             let Some(lines) =
@@ -82,12 +80,7 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
             match &series.value {
                 Value::Scalar(v) => {
                     out.extend_from_slice(lines.get(0));
-                    if fam.kind == MetricKind::Info {
-                        out.push(b'1');
-                    } else {
-                        write_f64_text(out, *v);
-                    }
-                    out.push(b'\n');
+                    write_scalar(out, fam.kind, *v);
                 }
                 Value::Histogram {
                     buckets,
@@ -111,14 +104,39 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
     }
 }
 
+/// Writes a counter, gauge or info sample's value (1 for info) and the line end.
+#[inline]
+fn write_scalar(out: &mut Vec<u8>, kind: MetricKind, v: f64) {
+    if kind == MetricKind::Info {
+        out.push(b'1');
+    } else {
+        write_f64_text(out, v);
+    }
+    out.push(b'\n');
+}
+
 /// Writes `name suffix{labels} ` (braces only when there are labels).
 #[inline]
 pub(crate) fn sample_start(out: &mut Vec<u8>, name: &[u8], suffix: &[u8], labels: &[u8]) {
+    sample_start_with(out, name, suffix, !labels.is_empty(), |o| {
+        o.extend_from_slice(labels)
+    });
+}
+
+/// [`sample_start`] with the label pairs written by `labels` (called only if `has_labels`).
+#[inline]
+pub(crate) fn sample_start_with(
+    out: &mut Vec<u8>,
+    name: &[u8],
+    suffix: &[u8],
+    has_labels: bool,
+    labels: impl FnOnce(&mut Vec<u8>),
+) {
     out.extend_from_slice(name);
     out.extend_from_slice(suffix);
-    if !labels.is_empty() {
+    if has_labels {
         out.push(b'{');
-        out.extend_from_slice(labels);
+        labels(out);
         out.push(b'}');
     }
     out.push(b' ');
