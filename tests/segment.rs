@@ -736,6 +736,80 @@ fn a_warm_read_cache_never_serves_stale_labels() {
         same(&seg, &mut cache);
     }
     assert!(!cache.is_empty());
+    // Nothing structural changes now, only values: warm reads replay the last full read's
+    // entries, and still show every new value.
+    let slot3 = seg
+        .claim_worker_for(4_400_001, 1, WorkerKind::Test)
+        .unwrap();
+    let mut w = Writer::for_slot(&seg, WorkerKind::Test, slot3);
+    w.add(&own_counter(), &[("k", "v")], 1.0).unwrap();
+    same(&seg, &mut cache);
+    let before = cache.replays();
+    for round in 1..=5u32 {
+        w.add(&own_counter(), &[("k", "v")], 1.0).unwrap();
+        let fams = same(&seg, &mut cache);
+        let mine = worker_values(&fams, "t_worker_events")
+            .into_iter()
+            .find(|(k, _)| k == "4400001")
+            .map(|(_, v)| v);
+        assert_eq!(mine, Some(f64::from(round + 1)));
+    }
+    assert_eq!(
+        cache.replays(),
+        before + 5,
+        "value-only changes are replayed"
+    );
+    // A new series ends the replays; the read that follows shows it.
+    w.add(&own_counter(), &[("k", "new")], 1.0).unwrap();
+    let fams = same(&seg, &mut cache);
+    assert_eq!(
+        cache.replays(),
+        before + 5,
+        "a new series forces a full read"
+    );
+    assert!(fams.iter().any(|f| f
+        .series
+        .iter()
+        .any(|s| s.labels.iter().any(|(k, v)| &**k == "k" && &**v == "new"))));
+    same(&seg, &mut cache);
+    assert_eq!(cache.replays(), before + 6);
+}
+
+#[test]
+fn warm_reads_during_another_process_inserts_miss_nothing_afterwards() {
+    use otrs_exporter::segment::ReadCache;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    let mut cache = ReadCache::new();
+    let opts = ReadOptions::default();
+    let n = 20_000u64;
+    let mut kid = child("grow", &path, &[("SEG_N", n.to_string())])
+        .spawn()
+        .unwrap();
+    let count = |fams: &[otrs_exporter::snapshot::Family]| {
+        fams.iter()
+            .filter(|f| f.name == "t_worker_events")
+            .map(|f| f.series.len())
+            .sum::<usize>()
+    };
+    let (mut reads, mut last) = (0u64, 0usize);
+    while kid.try_wait().unwrap().is_none() {
+        let fams = seg.read_cached(&opts, &mut cache).expect("a warm read");
+        let now = count(&fams);
+        assert!(now >= last, "series went missing: {now} after {last}");
+        last = now;
+        reads += 1;
+    }
+    assert!(kid.wait().unwrap().success());
+    assert!(reads > 5, "only {reads} reads overlapped the inserts");
+    // Every insert the reads raced with is in the next read, and in the replays after it.
+    for _ in 0..3 {
+        let warm = seg.read_cached(&opts, &mut cache).unwrap();
+        assert_eq!(count(&warm), n as usize);
+        assert_eq!(warm, seg.read(&opts).unwrap());
+    }
+    assert!(cache.replays() >= 2, "{} replays", cache.replays());
 }
 
 #[test]

@@ -328,8 +328,10 @@ impl Locked<'_> {
         // Commit point: link the entry.
         m.u64_unchecked(slot).store(entry, Ordering::Release);
         super::crash_point("insert:linked");
+        // Release: a reader that sees the new count also sees the linked slot (a replaying
+        // reader relies on it, see `read::Stamp`).
         m.u64_unchecked(H_SERIES_LIVE)
-            .fetch_add(1, Ordering::Relaxed);
+            .fetch_add(1, Ordering::Release);
         if was_tomb {
             m.u64_unchecked(H_SERIES_TOMB)
                 .fetch_sub(1, Ordering::Relaxed);

@@ -2,9 +2,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use super::family::{FamilyRec, GaugeAgg};
-use super::index::{decode_labels_with, EntryHead};
+use super::index::decode_labels_with;
 use super::layout::*;
 use super::mem::Mapping;
 use super::{worker, Segment, SegmentError};
@@ -90,7 +91,7 @@ pub(crate) fn unit_of(name: &str) -> Option<&'static str> {
         .find(|u| name.strip_suffix(u).is_some_and(|rest| rest.ends_with('_')))
 }
 
-fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Value {
+fn read_value(m: &Mapping, entry: u64, cells: u64, fam: &FamilyRec) -> Value {
     let cell = |k: u64| {
         m.u64_unchecked(entry + E_VALUES + 8 * k)
             .load(Ordering::Relaxed)
@@ -101,7 +102,7 @@ fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Val
                 .def
                 .buckets
                 .len()
-                .min((head.cells as usize).saturating_sub(2));
+                .min((cells as usize).saturating_sub(2));
             let sum = f64::from_bits(cell(0));
             let mut cumulative = 0u64;
             let mut buckets = Vec::with_capacity(nb);
@@ -116,10 +117,20 @@ fn read_value(m: &Mapping, entry: u64, head: &EntryHead, fam: &FamilyRec) -> Val
                 count,
             }
         }
-        MetricKind::Counter if head.cells >= 2 => {
+        MetricKind::Counter if cells >= 2 => {
             Value::Scalar(f64::from_bits(cell(0)) + cell(1) as f64)
         }
         _ => Value::Scalar(f64::from_bits(cell(0))),
+    }
+}
+
+/// The creation time of a counter's or histogram's entry (gauges have none).
+fn read_created(m: &Mapping, entry: u64, fam: &FamilyRec) -> Option<f64> {
+    match fam.def.kind {
+        MetricKind::Gauge => None,
+        _ => Some(f64::from_bits(
+            m.u64_unchecked(entry + E_CREATED).load(Ordering::Relaxed),
+        )),
     }
 }
 
@@ -147,6 +158,36 @@ struct CachedEntry {
     rank: u32,
 }
 
+/// What makes the segment's set of series change, read before a full read walks the index.
+/// Inserting a series raises the live count; unlinking one (GC folds) and rehashing happen
+/// inside a sequence window; replacing the file changes the cache identity. While the stamp
+/// is unchanged, the same entries hold the same series: only their values move.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    seq: u64,
+    live: u64,
+    index: u64,
+    families: u64,
+}
+
+/// The output of the last full read, replayed while its [`Stamp`] and the PIDs behind its
+/// `worker` labels hold: a warm read then reads each series' value at its known entry, in the
+/// known order, without walking the index, decoding, looking up or sorting anything.
+struct Plan {
+    stamp: Stamp,
+    /// Worker slots whose PIDs went into `worker` labels, with those PIDs.
+    pids: Vec<(u32, u32)>,
+    families: Vec<PlannedFamily>,
+}
+
+/// One family of a [`Plan`]: its record, its header (a family without series) and its
+/// series in output order as (entry offset, value cells, labels).
+struct PlannedFamily {
+    rec: Arc<FamilyRec>,
+    header: Family,
+    rows: Vec<(u64, u64, Labels)>,
+}
+
 /// What a process that reads the segment repeatedly (a FastCGI worker) keeps between reads:
 /// decoded label sets by entry offset, the interner, and the `worker` label texts. With it, a
 /// warm read does not copy, decode or allocate labels at all. An empty cache is a cold read.
@@ -161,6 +202,10 @@ pub struct ReadCache {
     /// Series per family at the last read, to size the next read's buffers.
     family_sizes: Vec<usize>,
     reads: u64,
+    /// The last full read's output, to replay (none for one-off reads and merged workers).
+    plan: Option<Plan>,
+    /// Reads answered by replaying the plan.
+    replays: u64,
 }
 
 impl ReadCache {
@@ -177,6 +222,12 @@ impl ReadCache {
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
+    }
+
+    /// How many reads were answered by replaying the previous read's entries (the segment's
+    /// set of series had not changed) instead of walking the index.
+    pub fn replays(&self) -> u64 {
+        self.replays
     }
 }
 
@@ -207,8 +258,20 @@ impl Segment {
             cache.cold = cold;
             cache.identity = Some(identity);
         }
-        cache.reads += 1;
-        let result = self.with_seq(|| self.read_once(opts, cache));
+        let mut replayed = false;
+        let result = self.with_seq(|| {
+            if let Some(out) = self.replay(cache) {
+                replayed = true;
+                return Ok(out);
+            }
+            replayed = false;
+            cache.reads += 1;
+            self.read_once(opts, cache)
+        });
+        if replayed && result.is_ok() {
+            cache.replays += 1;
+            return result;
+        }
         if result.is_err() {
             // Whatever was cached during a failed or torn read is suspect.
             let cold = cache.cold;
@@ -242,13 +305,65 @@ impl Segment {
         }
     }
 
+    /// The segment's current [`Stamp`]. Read before walking the index: an insert that the
+    /// walk misses then shows up as a changed live count at the next read. (The live count is
+    /// raised with release ordering after the entry is linked.)
+    fn stamp(&self) -> Stamp {
+        let m = self.map();
+        Stamp {
+            seq: m.u64_unchecked(H_SEQ).load(Ordering::Acquire),
+            live: m.u64_unchecked(H_SERIES_LIVE).load(Ordering::Acquire),
+            index: m.u64_unchecked(H_INDEX_OFF).load(Ordering::Acquire),
+            families: self.family_count(),
+        }
+    }
+
+    /// The families of the last full read with fresh values, or `None` when the segment's
+    /// series may have changed since (then a full read is needed). Runs inside
+    /// [`Segment::with_seq`], which retries it if a structural change overlaps it.
+    fn replay(&self, cache: &ReadCache) -> Option<Vec<Family>> {
+        let plan = cache.plan.as_ref()?;
+        if self.stamp() != plan.stamp {
+            return None;
+        }
+        let m = self.map();
+        if plan
+            .pids
+            .iter()
+            .any(|&(w, pid)| worker::read_slot(m, w).pid != pid)
+        {
+            return None;
+        }
+        let out = plan
+            .families
+            .iter()
+            .map(|pf| Family {
+                name: pf.header.name.clone(),
+                help: pf.header.help.clone(),
+                kind: pf.header.kind,
+                unit: pf.header.unit.clone(),
+                series: pf
+                    .rows
+                    .iter()
+                    .map(|(entry, cells, labels)| Series {
+                        labels: labels.clone(),
+                        value: read_value(m, *entry, *cells, &pf.rec),
+                        created: read_created(m, *entry, &pf.rec),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Some(out)
+    }
+
     fn read_once(
         &self,
         opts: &ReadOptions,
         cache: &mut ReadCache,
     ) -> Result<Vec<Family>, SegmentError> {
         let m = self.map();
-        let nfam = self.family_count() as u32;
+        let stamp = self.stamp();
+        let nfam = stamp.families as u32;
         let fams = (0..nfam)
             .map(|i| self.family_at(i))
             .collect::<Result<Vec<_>, _>>()?;
@@ -277,8 +392,8 @@ impl Segment {
                 .reserve(self.stats().series.min(fit) as usize);
         }
         let mut bytes = Vec::new();
-        // Per family: (series, entry offset, rank at the last read).
-        let mut staged: Vec<Vec<(Series, u64, u32)>> = (0..fams.len())
+        // Per family: (series, entry offset, rank at the last read, value cells).
+        let mut staged: Vec<Vec<(Series, u64, u32, u64)>> = (0..fams.len())
             .map(|i| Vec::with_capacity(cache.family_sizes.get(i).copied().unwrap_or(0)))
             .collect();
         self.for_each_entry(|_, entry, head| {
@@ -345,13 +460,8 @@ impl Segment {
                     labels
                 }
             };
-            let value = read_value(m, entry, &head, fam);
-            let created = match fam.def.kind {
-                MetricKind::Gauge => None,
-                _ => Some(f64::from_bits(
-                    m.u64_unchecked(entry + E_CREATED).load(Ordering::Relaxed),
-                )),
-            };
+            let value = read_value(m, entry, head.cells, fam);
+            let created = read_created(m, entry, fam);
             if opts.worker_label {
                 staged[head.family as usize].push((
                     Series {
@@ -361,6 +471,7 @@ impl Segment {
                     },
                     entry,
                     rank,
+                    head.cells,
                 ));
             } else {
                 let slot = merged[head.family as usize].entry(labels);
@@ -385,6 +496,10 @@ impl Segment {
         // they are still a permutation (nothing came or went), else sorted by labels (and
         // ranks are renewed).
         cache.family_sizes.clear();
+        // Only a process that keeps the cache replays, and only per-worker output (merged
+        // series have no single entry).
+        let planning = !cold && opts.worker_label;
+        let mut planned: Vec<PlannedFamily> = Vec::new();
         for (i, mut rows) in staged.into_iter().enumerate() {
             let n = rows.len();
             cache.family_sizes.push(n);
@@ -394,24 +509,47 @@ impl Segment {
                     .all(|r| !std::mem::replace(&mut seen[r.2 as usize], true))
             };
             if ranked {
-                let mut placed: Vec<Option<Series>> = Vec::with_capacity(n);
+                let mut placed: Vec<Option<(Series, u64, u32, u64)>> = Vec::with_capacity(n);
                 placed.resize_with(n, || None);
-                for (series, _, rank) in rows {
-                    placed[rank as usize] = Some(series);
+                for row in rows {
+                    let rank = row.2 as usize;
+                    placed[rank] = Some(row);
                 }
-                out[i].series = placed.into_iter().flatten().collect();
-                continue;
-            }
-            crate::snapshot::sort_by_labels(&mut rows, |r| &r.0.labels);
-            if !cold {
-                for (rank, r) in rows.iter().enumerate() {
-                    if let Some(c) = cache.entries.get_mut(&r.1) {
-                        c.rank = rank as u32;
+                rows = placed.into_iter().flatten().collect();
+            } else {
+                crate::snapshot::sort_by_labels(&mut rows, |r| &r.0.labels);
+                if !cold {
+                    for (rank, r) in rows.iter().enumerate() {
+                        if let Some(c) = cache.entries.get_mut(&r.1) {
+                            c.rank = rank as u32;
+                        }
                     }
                 }
             }
+            if planning && n > 0 {
+                planned.push(PlannedFamily {
+                    rec: fams[i].clone(),
+                    header: Family {
+                        series: Vec::new(),
+                        ..out[i].clone()
+                    },
+                    rows: rows
+                        .iter()
+                        .map(|(s, entry, _, cells)| (*entry, *cells, s.labels.clone()))
+                        .collect(),
+                });
+            }
             out[i].series = rows.into_iter().map(|r| r.0).collect();
         }
+        cache.plan = planning.then(|| Plan {
+            stamp,
+            pids: pids
+                .iter()
+                .enumerate()
+                .filter_map(|(w, p)| p.map(|p| (w as u32, p)))
+                .collect(),
+            families: planned,
+        });
         if !opts.worker_label {
             for (i, map) in merged.into_iter().enumerate() {
                 out[i].series = map
