@@ -16,6 +16,7 @@ pub mod db;
 pub mod exporter;
 pub mod mail;
 pub mod otrs_log;
+pub mod pool;
 pub mod process;
 pub mod runner;
 pub mod segment;

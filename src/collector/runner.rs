@@ -5,6 +5,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::pool::Pool;
 use super::{Collector, Context, Selection};
 use crate::snapshot::{Family, MetricKind};
 
@@ -30,10 +31,16 @@ pub struct Scrape {
     pub duration: Duration,
 }
 
+/// Idle threads kept per collector: one per scrape that can run at the same time in a
+/// FastCGI worker without starting threads (more start, and end after their job).
+const IDLE_THREADS_PER_COLLECTOR: usize = 2;
+
 /// The set of collectors of one exporter process.
 #[derive(Clone, Default)]
 pub struct Runner {
     collectors: Vec<Arc<dyn Collector>>,
+    /// Each collector's threads, kept between scrapes (same order as `collectors`).
+    pools: Vec<Pool>,
     /// How many of `collectors` (from the front) run first, before the others start: those
     /// that feed the segment (log followers) so the segment read sees their lines.
     first: usize,
@@ -48,12 +55,15 @@ impl Runner {
     /// Adds a collector (builder style).
     pub fn with(mut self, c: impl Collector) -> Runner {
         self.collectors.push(Arc::new(c));
+        self.pools.push(Pool::new(IDLE_THREADS_PER_COLLECTOR));
         self
     }
 
     /// Adds a collector that runs (and finishes, or hits the deadline) before the others.
     pub fn with_first(mut self, c: impl Collector) -> Runner {
         self.collectors.insert(self.first, Arc::new(c));
+        self.pools
+            .insert(self.first, Pool::new(IDLE_THREADS_PER_COLLECTOR));
         self.first += 1;
         self
     }
@@ -63,10 +73,11 @@ impl Runner {
         self.collectors.iter().map(|c| c.name()).collect()
     }
 
-    /// Runs the collectors `selection` picks, each on its own thread, and waits until all are
-    /// done or `timeout` has passed. Collectors added with [`Runner::with_first`] run as a first
-    /// stage. A collector still running at the deadline is reported as failed and its late
-    /// result is discarded (its thread finishes in the background).
+    /// Runs the collectors `selection` picks, each on a thread of its own (kept between
+    /// scrapes, see [`Pool`]), and waits until all are done or `timeout` has passed.
+    /// Collectors added with [`Runner::with_first`] run as a first stage. A collector still
+    /// running at the deadline is reported as failed and its late result is discarded (its
+    /// thread finishes in the background; the next scrape uses another).
     pub fn run(&self, selection: &Selection, timeout: Duration) -> Scrape {
         let start = Instant::now();
         let deadline = start + timeout;
@@ -119,16 +130,15 @@ impl Runner {
         let mut pending = 0;
         for (i, c) in stage {
             let (i, c, tx, ctx) = (*i, c.clone(), tx.clone(), ctx.clone());
-            let spawned = std::thread::Builder::new()
-                .name(format!("collect-{}", c.name()))
-                .spawn(move || {
-                    let t = Instant::now();
-                    let r = catch_unwind(AssertUnwindSafe(|| c.collect(&ctx)))
-                        .unwrap_or_else(|_| Err(super::CollectError::new("collector panicked")));
-                    let _ = tx.send((i, t.elapsed(), r));
-                });
+            let name = format!("collect-{}", c.name());
+            let spawned = self.pools[i].execute(&name, move || {
+                let t = Instant::now();
+                let r = catch_unwind(AssertUnwindSafe(|| c.collect(&ctx)))
+                    .unwrap_or_else(|_| Err(super::CollectError::new("collector panicked")));
+                let _ = tx.send((i, t.elapsed(), r));
+            });
             match spawned {
-                Ok(_) => pending += 1,
+                Ok(()) => pending += 1,
                 Err(e) => {
                     outcomes[i] = Some(Outcome {
                         name: self.collectors[i].name(),

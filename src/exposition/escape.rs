@@ -76,7 +76,8 @@ fn write_f64(out: &mut Vec<u8>, v: f64, dot_zero: bool) {
         return;
     }
     // Fast path: integers below 1e6 print as themselves in Go's %g (-0.0 prints as 0 here).
-    if v.abs() < 1e6 && v.fract() == 0.0 {
+    // The round trip through i64 tests for an integer without a call to `trunc`.
+    if v.abs() < 1e6 && (v as i64) as f64 == v {
         out.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
         if dot_zero {
             out.extend_from_slice(b".0");
