@@ -211,13 +211,20 @@ pub fn cmp_labels(a: &[Label], b: &[Label]) -> std::cmp::Ordering {
 /// once among all texts, each item's labels become a run of `(name rank, value rank)`, and the
 /// runs compare as integer slices (usually packed into one `u128`), which orders exactly as
 /// [`cmp_labels`] does.
-pub fn sort_by_labels<T>(items: &mut Vec<T>, labels: impl Fn(&T) -> &[Label]) {
+pub fn sort_by_labels<T>(items: &mut [T], labels: impl Fn(&T) -> &[Label]) {
     const BY_STRINGS_BELOW: usize = 64;
-    let n = items.len();
-    if n < BY_STRINGS_BELOW {
+    if items.len() < BY_STRINGS_BELOW {
         items.sort_unstable_by(|a, b| cmp_labels(labels(a), labels(b)));
         return;
     }
+    let order = label_order(items, labels);
+    apply_order(items, order);
+}
+
+/// The order [`sort_by_labels`] would put `items` in, as indices: position `k` of the sorted
+/// sequence holds `items[order[k]]`. Lets a caller sort parallel vectors the same way.
+pub fn label_order<T>(items: &[T], labels: impl Fn(&T) -> &[Label]) -> Vec<u32> {
+    let n = items.len();
     let (keys, spans) = {
         let mut ids: rustc_hash::FxHashMap<*const u8, u32> = Default::default();
         let mut texts: Vec<&str> = Vec::new();
@@ -259,7 +266,7 @@ pub fn sort_by_labels<T>(items: &mut Vec<T>, labels: impl Fn(&T) -> &[Label]) {
     let fields = spans.iter().map(|s| s.1).max().unwrap_or(0);
     let top = keys.iter().copied().max().unwrap_or(0) + 1;
     let bits = u32::BITS - top.leading_zeros();
-    let perm: Vec<u32> = if fields * bits <= 128 {
+    if fields * bits <= 128 {
         let mut packed: Vec<(u128, u32)> = (0..n)
             .map(|i| {
                 let mut k = 0u128;
@@ -276,9 +283,27 @@ pub fn sort_by_labels<T>(items: &mut Vec<T>, labels: impl Fn(&T) -> &[Label]) {
         let mut perm: Vec<u32> = (0..n as u32).collect();
         perm.sort_unstable_by(|&a, &b| key(a as usize).cmp(key(b as usize)));
         perm
-    };
-    let mut slots: Vec<Option<T>> = items.drain(..).map(Some).collect();
-    items.extend(perm.iter().filter_map(|&i| slots[i as usize].take()));
+    }
+}
+
+/// Rearranges `items` so that position `k` holds what was at `order[k]` (a permutation of
+/// `0..items.len()`, as from [`label_order`]), in place: one swap per moved item, no copy of
+/// the vector.
+pub fn apply_order<T>(items: &mut [T], mut order: Vec<u32>) {
+    assert_eq!(items.len(), order.len(), "an order for every item");
+    for start in 0..order.len() {
+        // Follow the cycle through `start`; a placed position gets `order[k] == k`.
+        let mut k = start;
+        loop {
+            let from = order[k] as usize;
+            order[k] = k as u32;
+            if from == start || from == k {
+                break;
+            }
+            items.swap(k, from);
+            k = from;
+        }
+    }
 }
 
 /// Adds `other` into `into` (scalar sum, or bucket-wise histogram sum when bounds agree).
@@ -372,6 +397,31 @@ mod tests {
                 assert_eq!(cmp_labels(got, want), std::cmp::Ordering::Equal, "n={n}");
             }
             assert!(items.is_sorted_by(|a, b| cmp_labels(a, b).is_le()));
+        }
+    }
+
+    #[test]
+    fn apply_order_places_every_item_once() {
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move |m: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        };
+        for n in [0usize, 1, 2, 3, 10, 257, 4000] {
+            // A random permutation (Fisher-Yates), and the identity.
+            let mut order: Vec<u32> = (0..n as u32).collect();
+            for i in (1..n).rev() {
+                order.swap(i, next(i as u64 + 1) as usize);
+            }
+            for order in [order, (0..n as u32).collect()] {
+                let items: Vec<String> = (0..n).map(|i| format!("item{i}")).collect();
+                let want: Vec<String> = order.iter().map(|&i| items[i as usize].clone()).collect();
+                let mut got = items;
+                apply_order(&mut got, order);
+                assert_eq!(got, want, "n={n}");
+            }
         }
     }
 

@@ -392,9 +392,20 @@ impl Segment {
                 .reserve(self.stats().series.min(fit) as usize);
         }
         let mut bytes = Vec::new();
-        // Per family: (series, entry offset, rank at the last read, value cells).
-        let mut staged: Vec<Vec<(Series, u64, u32, u64)>> = (0..fams.len())
-            .map(|i| Vec::with_capacity(cache.family_sizes.get(i).copied().unwrap_or(0)))
+        // Series go straight into their family; beside them, for a process that keeps the
+        // cache, each one's (entry offset, rank at the last read, value cells).
+        for (i, f) in out.iter_mut().enumerate() {
+            f.series
+                .reserve(cache.family_sizes.get(i).copied().unwrap_or(0));
+        }
+        let mut meta: Vec<Vec<(u64, u32, u64)>> = (0..fams.len())
+            .map(|i| {
+                Vec::with_capacity(if cold {
+                    0
+                } else {
+                    cache.family_sizes.get(i).copied().unwrap_or(0)
+                })
+            })
             .collect();
         self.for_each_entry(|_, entry, head| {
             let Some(fam) = fams.get(head.family as usize) else {
@@ -463,16 +474,14 @@ impl Segment {
             let value = read_value(m, entry, head.cells, fam);
             let created = read_created(m, entry, fam);
             if opts.worker_label {
-                staged[head.family as usize].push((
-                    Series {
-                        labels,
-                        value,
-                        created,
-                    },
-                    entry,
-                    rank,
-                    head.cells,
-                ));
+                out[head.family as usize].series.push(Series {
+                    labels,
+                    value,
+                    created,
+                });
+                if !cold {
+                    meta[head.family as usize].push((entry, rank, head.cells));
+                }
             } else {
                 let slot = merged[head.family as usize].entry(labels);
                 use std::collections::hash_map::Entry;
@@ -500,29 +509,33 @@ impl Segment {
         // series have no single entry).
         let planning = !cold && opts.worker_label;
         let mut planned: Vec<PlannedFamily> = Vec::new();
-        for (i, mut rows) in staged.into_iter().enumerate() {
-            let n = rows.len();
+        for (i, (fam, mut meta)) in out.iter_mut().zip(meta).enumerate() {
+            let n = fam.series.len();
             cache.family_sizes.push(n);
-            let ranked = n > 0 && rows.iter().all(|r| (r.2 as usize) < n) && {
+            if cold {
+                crate::snapshot::sort_by_labels(&mut fam.series, |s| &s.labels);
+                continue;
+            }
+            let ranked = n > 0 && meta.iter().all(|r| (r.1 as usize) < n) && {
                 let mut seen = vec![false; n];
-                rows.iter()
-                    .all(|r| !std::mem::replace(&mut seen[r.2 as usize], true))
+                meta.iter()
+                    .all(|r| !std::mem::replace(&mut seen[r.1 as usize], true))
             };
-            if ranked {
-                let mut placed: Vec<Option<(Series, u64, u32, u64)>> = Vec::with_capacity(n);
-                placed.resize_with(n, || None);
-                for row in rows {
-                    let rank = row.2 as usize;
-                    placed[rank] = Some(row);
+            let order = if ranked {
+                let mut order = vec![0u32; n];
+                for (i, r) in meta.iter().enumerate() {
+                    order[r.1 as usize] = i as u32;
                 }
-                rows = placed.into_iter().flatten().collect();
+                order
             } else {
-                crate::snapshot::sort_by_labels(&mut rows, |r| &r.0.labels);
-                if !cold {
-                    for (rank, r) in rows.iter().enumerate() {
-                        if let Some(c) = cache.entries.get_mut(&r.1) {
-                            c.rank = rank as u32;
-                        }
+                crate::snapshot::label_order(&fam.series, |s| &s.labels)
+            };
+            crate::snapshot::apply_order(&mut fam.series, order.clone());
+            crate::snapshot::apply_order(&mut meta, order);
+            if !ranked {
+                for (rank, r) in meta.iter().enumerate() {
+                    if let Some(c) = cache.entries.get_mut(&r.0) {
+                        c.rank = rank as u32;
                     }
                 }
             }
@@ -530,16 +543,19 @@ impl Segment {
                 planned.push(PlannedFamily {
                     rec: fams[i].clone(),
                     header: Family {
+                        name: fam.name.clone(),
+                        help: fam.help.clone(),
+                        kind: fam.kind,
+                        unit: fam.unit.clone(),
                         series: Vec::new(),
-                        ..out[i].clone()
                     },
-                    rows: rows
+                    rows: meta
                         .iter()
-                        .map(|(s, entry, _, cells)| (*entry, *cells, s.labels.clone()))
+                        .zip(&fam.series)
+                        .map(|(&(entry, _, cells), s)| (entry, cells, s.labels.clone()))
                         .collect(),
                 });
             }
-            out[i].series = rows.into_iter().map(|r| r.0).collect();
         }
         cache.plan = planning.then(|| Plan {
             stamp,
