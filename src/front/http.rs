@@ -97,22 +97,19 @@ fn answer(mut req: tiny_http::Request, handler: &dyn Handler) {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(&request)))
             .unwrap_or_else(|_| super::request::Response::text(500, "internal error\n"));
     let head_only = request.method == "HEAD";
-    let mut out = tiny_http::Response::from_data(if head_only {
-        Vec::new()
-    } else {
-        response.body.clone()
-    })
-    .with_status_code(response.status);
-    for (k, v) in &response.headers {
+    let length = response.body.len();
+    let (status, headers, body) = (response.status, response.headers, response.body);
+    let mut out = tiny_http::Response::from_data(if head_only { Vec::new() } else { body })
+        .with_status_code(status);
+    for (k, v) in &headers {
         if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
             out.add_header(h);
         }
     }
     if head_only {
-        if let Ok(h) = tiny_http::Header::from_bytes(
-            &b"Content-Length"[..],
-            response.body.len().to_string().as_bytes(),
-        ) {
+        if let Ok(h) =
+            tiny_http::Header::from_bytes(&b"Content-Length"[..], length.to_string().as_bytes())
+        {
             out.add_header(h);
         }
     }
