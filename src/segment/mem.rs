@@ -116,19 +116,15 @@ impl Mapping {
 
     /// Copies `len` bytes from 8-aligned `off` into `out`, reading whole words atomically.
     pub fn read_bytes(&self, off: u64, len: usize, out: &mut Vec<u8>) -> Result<(), SegmentError> {
-        self.check_range(off, align8(len as u64))?;
+        let padded = align8(len as u64);
+        self.check_range(off, padded)?;
         out.clear();
-        out.reserve(len);
-        let mut i = 0u64;
-        while (i as usize) < len {
-            let word = self
-                .u64_unchecked(off + i)
-                .load(Ordering::Relaxed)
-                .to_le_bytes();
-            let take = (len - i as usize).min(8);
-            out.extend_from_slice(&word[..take]);
-            i += 8;
+        out.resize(padded as usize, 0);
+        for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
+            let word = self.u64_unchecked(off + 8 * i as u64).load(Ordering::Relaxed);
+            chunk.copy_from_slice(&word.to_le_bytes());
         }
+        out.truncate(len);
         Ok(())
     }
 
