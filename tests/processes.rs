@@ -583,3 +583,73 @@ fn pid_file_of_another_process_is_not_the_daemon() {
         .iter()
         .all(|s| label(s, "worker") != Some(&me)));
 }
+
+/// The open-files limit is read once per process between full scans (the kernel formats the
+/// whole `limits` file on every read); a full scan reads it again, so a changed limit shows.
+/// Runs in a process of its own: the remembered limits are process-wide, and other tests'
+/// full scans would forget them at any moment.
+#[test]
+fn open_files_limit_is_remembered_until_the_next_full_scan() {
+    use otrs_exporter::collector::process::{sample, ProcTable, Sampled};
+    const NAME: &str = "open_files_limit_is_remembered_until_the_next_full_scan";
+    if std::env::var_os("LIMITS_ALONE").is_none() {
+        let out = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--nocapture", "--test-threads", "1"])
+            .env("LIMITS_ALONE", "1")
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    }
+    // A process the scans between full scans read: one named like a web server.
+    let dir = tempfile::tempdir().unwrap();
+    let nginx = dir.path().join("nginx");
+    std::fs::copy("/bin/sleep", &nginx).unwrap();
+    let kid = Command::new(&nginx)
+        .arg("60")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = kid.id() as i32;
+    let mut kid = Killed(kid);
+    let max_fds = |table: &ProcTable| match sample(table, pid) {
+        Sampled::Full(s) | Sampled::Partial(s) => s.max_fds.expect("limits readable"),
+        Sampled::Gone => panic!("the child is gone"),
+    };
+    let hour = Duration::from_secs(3600);
+    // The first scan of the process is a full one.
+    let before = max_fds(&ProcTable::scan_shared(u64::MAX - 3, false, hour).unwrap());
+    assert!(before > 64.0, "soft limit {before}");
+    let lower = libc::rlimit {
+        rlim_cur: 64,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    let mut old = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: prlimit only reads `lower` and writes `old`, both valid for the call.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, std::ptr::null(), &mut old) };
+    assert_eq!(rc, 0, "reading the child's limit");
+    let lower = libc::rlimit {
+        rlim_max: old.rlim_max,
+        ..lower
+    };
+    // SAFETY: as above.
+    let rc = unsafe { libc::prlimit(pid, libc::RLIMIT_NOFILE, &lower, std::ptr::null_mut()) };
+    assert_eq!(rc, 0, "lowering the child's limit");
+    // Between full scans: the limit read before.
+    let between = max_fds(&ProcTable::scan_shared(u64::MAX - 2, false, hour).unwrap());
+    assert_eq!(between, before);
+    // A full scan (as `every` asks for) reads it again.
+    let after = max_fds(&ProcTable::scan_shared(u64::MAX - 1, true, hour).unwrap());
+    assert_eq!(after, 64.0);
+    kid.0.kill().unwrap();
+}

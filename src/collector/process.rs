@@ -53,6 +53,9 @@ impl ProcTable {
             }
             None => true,
         };
+        if full {
+            forget_limits();
+        }
         let mut stats = HashMap::new();
         let mut children: HashMap<i32, Vec<i32>> = HashMap::new();
         let mut inodes: Vec<(i32, u64)> = Vec::new();
@@ -273,6 +276,37 @@ pub enum Sampled {
     Gone,
 }
 
+/// Open-files limits read since the last full scan, by (PID, start time). The kernel
+/// formats `limits` line by line on every read (the costliest file a scan reads) and a
+/// process' limit rarely changes: a full scan forgets them, so a change shows within
+/// `processes.rescan_seconds` (at once where every scan is full).
+static MAX_FDS: std::sync::Mutex<Option<rustc_hash::FxHashMap<(i32, u64), f64>>> =
+    std::sync::Mutex::new(None);
+
+fn forget_limits() {
+    *MAX_FDS.lock().unwrap_or_else(|e| e.into_inner()) = None;
+}
+
+/// [`max_open_files`] of the process `st`, remembered until the next full scan.
+fn max_open_files_of(st: &Stat) -> std::io::Result<f64> {
+    let key = (st.pid, st.starttime);
+    if let Some(v) = MAX_FDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .and_then(|m| m.get(&key))
+    {
+        return Ok(*v);
+    }
+    let v = max_open_files(st.pid)?;
+    MAX_FDS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(Default::default)
+        .insert(key, v);
+    Ok(v)
+}
+
 /// Soft limit of open files from `/proc/<pid>/limits` (`+Inf` when unlimited), in one
 /// `read` (the file is about 1.3 KB; `read_to_string` would add a `statx` and a second read).
 fn max_open_files(pid: i32) -> std::io::Result<f64> {
@@ -325,7 +359,7 @@ pub fn sample(table: &ProcTable, pid: i32) -> Sampled {
     let Some(st) = table.stats.get(&pid) else {
         return Sampled::Gone;
     };
-    let max_fds = match max_open_files(pid) {
+    let max_fds = match max_open_files_of(st) {
         Ok(v) => Some(v),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Sampled::Gone,
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => return Sampled::Gone,

@@ -121,7 +121,9 @@ impl Mapping {
         out.clear();
         out.resize(padded as usize, 0);
         for (i, chunk) in out.chunks_exact_mut(8).enumerate() {
-            let word = self.u64_unchecked(off + 8 * i as u64).load(Ordering::Relaxed);
+            let word = self
+                .u64_unchecked(off + 8 * i as u64)
+                .load(Ordering::Relaxed);
             chunk.copy_from_slice(&word.to_le_bytes());
         }
         out.truncate(len);
