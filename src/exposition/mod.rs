@@ -183,7 +183,56 @@ pub fn render(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>) {
 #[derive(Default)]
 pub struct RenderCache {
     map: rustc_hash::FxHashMap<usize, CachedSeries>,
+    /// Per family (by [`family_key`]), its last render's line prefixes in series order.
+    runs: rustc_hash::FxHashMap<u64, Run>,
     renders: u64,
+    /// Series served from runs, over all renders.
+    replayed: u64,
+}
+
+/// A run's mark for a series it skipped because of its labels (invalid or repeated names,
+/// `le` on a histogram): the same labels are skipped in the same family every time.
+const RUN_SKIPPED: u64 = 0;
+/// A run's mark for a series whose prefixes it does not hold (its value was refused); line
+/// keys are odd, so this never matches one.
+const RUN_UNKNOWN: u64 = 2;
+
+/// One family's sample-line prefixes from a render, all in one buffer in series order. While
+/// the family's series come again in the same order with the same label sets (a FastCGI
+/// worker whose segment read replayed), a render walks the buffer front to back instead of
+/// looking up each series in the map: no hashing, and memory read in order.
+struct Run {
+    name: String,
+    /// Per series: its label set (kept, so its address stays unique), the line key its
+    /// prefixes were built for (or [`RUN_SKIPPED`] / [`RUN_UNKNOWN`]), and the index of its
+    /// first prefix in `lines`.
+    series: Vec<(Labels, u64, u32)>,
+    lines: Lines,
+    /// The last render that used or built it.
+    used: u64,
+}
+
+/// Renders after which a run nobody used is dropped (a scraper alternating between the two
+/// formats keeps both).
+const RUN_KEEP_RENDERS: u64 = 4;
+
+/// Where the family being rendered stands against its run.
+#[derive(Default)]
+enum RunState {
+    /// No cache, or no family begun.
+    #[default]
+    Off,
+    /// The family's series are its run's (taken out of the cache meanwhile): series `next`
+    /// is served from it. `dirty` when a series needed other prefixes (a new bucket layout):
+    /// the run is then dropped at the end.
+    Replay {
+        key: u64,
+        next: usize,
+        dirty: bool,
+        run: Run,
+    },
+    /// A new run is built from the map as the family's series are prepared.
+    Build { key: u64, run: Run },
 }
 
 struct CachedSeries {
@@ -203,6 +252,12 @@ impl RenderCache {
     pub fn new() -> RenderCache {
         RenderCache::default()
     }
+
+    /// How many series were written from a family's run (its series came in the same order
+    /// as in a previous render) instead of being looked up one by one.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
+    }
 }
 
 /// [`render`] with a cache of sample-line text that persists between calls.
@@ -221,12 +276,27 @@ pub fn render_cached(
         Format::Text => text::render(snapshot, out, &mut scratch),
         Format::OpenMetrics => openmetrics::render(snapshot, out, &mut scratch),
     }
+    let replayed = scratch.replayed;
     if let Some(cache) = scratch.cache {
+        cache.replayed += replayed as u64;
         let renders = cache.renders;
+        cache
+            .runs
+            .retain(|_, r| renders - r.used < RUN_KEEP_RENDERS);
         if cache.map.len() > 1024 {
-            let seen = cache.map.values().filter(|c| c.seen == renders).count();
+            // Series served from runs did not touch their map entries: they count as seen,
+            // and entries a run still holds stay.
+            let seen = cache.map.values().filter(|c| c.seen == renders).count() + replayed;
             if cache.map.len() > 2 * seen {
-                cache.map.retain(|_, c| c.seen == renders);
+                let held: rustc_hash::FxHashSet<usize> = cache
+                    .runs
+                    .values()
+                    .flat_map(|r| r.series.iter())
+                    .map(|(l, _, _)| Arc::as_ptr(l) as *const () as usize)
+                    .collect();
+                cache
+                    .map
+                    .retain(|k, c| c.seen == renders || held.contains(k));
             }
         }
     }
@@ -244,6 +314,18 @@ impl Lines {
     fn clear(&mut self) {
         self.text.clear();
         self.ends.clear();
+    }
+
+    /// Number of prefixes.
+    fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Appends every prefix of `other`.
+    fn append(&mut self, other: &Lines) {
+        let base = self.text.len() as u32;
+        self.text.extend_from_slice(&other.text);
+        self.ends.extend(other.ends.iter().map(|e| base + e));
     }
 
     /// Appends the prefix `name suffix{labels} ` (braces only when there are labels).
@@ -273,6 +355,26 @@ impl Lines {
     }
 }
 
+/// One series' prefixes within a [`Lines`] that may hold other series' too.
+#[derive(Clone, Copy)]
+pub(crate) struct LinesView<'a> {
+    lines: &'a Lines,
+    first: usize,
+}
+
+impl<'a> LinesView<'a> {
+    /// All of `lines`.
+    fn all(lines: &'a Lines) -> LinesView<'a> {
+        LinesView { lines, first: 0 }
+    }
+
+    /// The series' prefix `i`, in the order they were built.
+    #[inline]
+    pub(crate) fn get(&self, i: usize) -> &'a [u8] {
+        self.lines.get(self.first + i)
+    }
+}
+
 /// Buffers reused across families and series while rendering.
 #[derive(Default)]
 pub(crate) struct Scratch<'c> {
@@ -286,6 +388,10 @@ pub(crate) struct Scratch<'c> {
     le: LeCache,
     /// Label names checked already.
     names: NameCheck,
+    /// The current family against its run (with a cache).
+    run: RunState,
+    /// Series served from runs in this render.
+    replayed: usize,
 }
 
 /// The label names (their shared allocations) of the last series whose names were valid, so
@@ -321,6 +427,77 @@ impl NameCheck {
 }
 
 impl Scratch<'_> {
+    /// Starts rendering `fam` (identified by `key`, from [`family_key`]): its series are served
+    /// from its run if they are the run's, in the same order, else a new run is built.
+    pub(crate) fn begin_family(&mut self, fam: &Family, key: u64) {
+        let Some(cache) = self.cache.as_deref_mut() else {
+            self.run = RunState::Off;
+            return;
+        };
+        let renders = cache.renders;
+        if let Some(mut run) = cache.runs.remove(&key) {
+            let same = run.name == fam.name
+                && run.series.len() == fam.series.len()
+                && run
+                    .series
+                    .iter()
+                    .zip(&fam.series)
+                    .all(|((l, _, _), s)| Arc::ptr_eq(l, &s.labels));
+            if same {
+                run.used = renders;
+                self.run = RunState::Replay {
+                    key,
+                    next: 0,
+                    dirty: false,
+                    run,
+                };
+                return;
+            }
+        }
+        self.run = RunState::Build {
+            key,
+            run: Run {
+                name: fam.name.clone(),
+                series: Vec::with_capacity(fam.series.len()),
+                lines: Lines::default(),
+                used: renders,
+            },
+        };
+    }
+
+    /// Ends the family begun last: keeps the run built for it, or drops one that no longer
+    /// fits.
+    pub(crate) fn end_family(&mut self) {
+        let state = std::mem::take(&mut self.run);
+        let Some(cache) = self.cache.as_deref_mut() else {
+            return;
+        };
+        match state {
+            RunState::Build { key, run }
+            | RunState::Replay {
+                key,
+                dirty: false,
+                run,
+                ..
+            } => {
+                cache.runs.insert(key, run);
+            }
+            RunState::Replay { dirty: true, .. } | RunState::Off => {}
+        }
+    }
+
+    /// Keeps the family's run in step for a series whose value was refused.
+    fn note_refused(&mut self, series: &Series) {
+        match &mut self.run {
+            RunState::Replay { next, .. } => *next += 1,
+            RunState::Build { run, .. } => {
+                let first = run.lines.len() as u32;
+                run.series.push((series.labels.clone(), RUN_UNKNOWN, first));
+            }
+            RunState::Off => {}
+        }
+    }
+
     /// Whether rendering keeps nothing between renders (each line is written once).
     fn is_cold(&self) -> bool {
         self.cache.is_none()
@@ -425,13 +602,14 @@ pub(crate) fn prepare_series<'s>(
     om: bool,
     scratch: &'s mut Scratch,
     build: impl FnOnce(&[u8], &LeCache, &mut Lines),
-) -> Option<&'s Lines> {
+) -> Option<LinesView<'s>> {
     let value_ok = match (kind, &series.value) {
         (MetricKind::Histogram, Value::Histogram { buckets, .. }) => buckets_ok(buckets),
         (MetricKind::Histogram, _) | (_, Value::Histogram { .. }) => false,
         _ => true,
     };
     if !value_ok {
+        scratch.note_refused(series);
         return None;
     }
     let histogram = kind == MetricKind::Histogram;
@@ -439,7 +617,43 @@ pub(crate) fn prepare_series<'s>(
         scratch.le.prepare(finite_buckets(buckets), om);
     }
     let line_key = scratch.line_key(family_key, histogram);
-    if let Some(cache) = scratch.cache.as_deref_mut() {
+    let Scratch {
+        cache,
+        labels: scratch_labels,
+        lines: scratch_lines,
+        le,
+        names,
+        run,
+        replayed,
+    } = scratch;
+    if let Some(cache) = cache.as_deref_mut() {
+        let mut hit = None;
+        if let RunState::Replay {
+            next,
+            dirty,
+            run: r,
+            ..
+        } = &mut *run
+        {
+            let i = *next;
+            *next += 1;
+            match r.series.get(i) {
+                Some(&(_, k, first)) if k == line_key || k == RUN_SKIPPED => hit = Some((k, first)),
+                // Other prefixes than the run holds (a new bucket layout): from the map
+                // below, and the run is dropped when the family ends.
+                _ => *dirty = true,
+            }
+        }
+        if let Some((k, first)) = hit {
+            *replayed += 1;
+            if let (RunState::Replay { run: r, .. }, true) = (&*run, k == line_key) {
+                return Some(LinesView {
+                    lines: &r.lines,
+                    first: first as usize,
+                });
+            }
+            return None;
+        }
         let key = Arc::as_ptr(&series.labels) as *const () as usize;
         let renders = cache.renders;
         let entry = cache.map.entry(key).or_insert_with(|| {
@@ -456,28 +670,34 @@ pub(crate) fn prepare_series<'s>(
             }
         });
         entry.seen = renders;
-        if !(if histogram {
+        let ok = if histogram {
             entry.ok_histogram
         } else {
             entry.ok_plain
-        }) {
-            return None;
-        }
-        if entry.lines_key != line_key {
+        };
+        if ok && entry.lines_key != line_key {
             entry.lines.clear();
-            build(&entry.escaped, &scratch.le, &mut entry.lines);
+            build(&entry.escaped, le, &mut entry.lines);
             entry.lines_key = line_key;
         }
-        return Some(&entry.lines);
+        if let RunState::Build { run, .. } = run {
+            let first = run.lines.len() as u32;
+            if ok {
+                run.lines.append(&entry.lines);
+            }
+            let mark = if ok { line_key } else { RUN_SKIPPED };
+            run.series.push((series.labels.clone(), mark, first));
+        }
+        return ok.then_some(LinesView::all(&entry.lines));
     }
-    if !scratch.names.ok(&series.labels, histogram) {
+    if !names.ok(&series.labels, histogram) {
         return None;
     }
-    scratch.labels.clear();
-    write_labels(&series.labels, &mut scratch.labels);
-    scratch.lines.clear();
-    build(&scratch.labels, &scratch.le, &mut scratch.lines);
-    Some(&scratch.lines)
+    scratch_labels.clear();
+    write_labels(&series.labels, scratch_labels);
+    scratch_lines.clear();
+    build(scratch_labels, le, scratch_lines);
+    Some(LinesView::all(scratch_lines))
 }
 
 /// Without a cache, writes a counter, gauge or info series' line prefix `name suffix{labels} `
@@ -768,6 +988,7 @@ mod tests {
     fn cached_render_matches_cold_render() {
         let shared: Labels = vec![(Text::from("route"), Text::from("a\"b"))].into();
         let other: Labels = vec![(Text::from("route"), Text::from("c"))].into();
+        let middle: Labels = vec![(Text::from("route"), Text::from("b"))].into();
         let hist = |bounds: &[f64], n: u64| Value::Histogram {
             buckets: bounds.iter().map(|b| (*b, n)).collect(),
             sum: n as f64 * 0.5,
@@ -785,6 +1006,11 @@ mod tests {
                 series(&shared, Value::Scalar(round as f64)),
                 series(&other, Value::Scalar(0.25)),
             ];
+            // A series that comes and goes between the others (a family whose run no longer
+            // fits), on some rounds only.
+            if round % 3 == 1 {
+                c.series.push(series(&middle, Value::Scalar(3.0)));
+            }
             let mut h = Family::new("x_seconds", "S.", MetricKind::Histogram);
             h.series = vec![series(&shared, hist(bounds, round))];
             // The same label set in a third family every other round.
@@ -819,8 +1045,14 @@ mod tests {
             s
         };
         let mut cache = RenderCache::new();
-        for round in 0..6u64 {
-            for format in [Format::Text, Format::OpenMetrics] {
+        for round in 0..9u64 {
+            // Each format twice in a row: the second render of a family replays its run.
+            for format in [
+                Format::Text,
+                Format::Text,
+                Format::OpenMetrics,
+                Format::OpenMetrics,
+            ] {
                 let s = snap(round);
                 let (mut cold, mut warm) = (Vec::new(), Vec::new());
                 render(&s, format, &mut cold);
@@ -832,5 +1064,6 @@ mod tests {
                 );
             }
         }
+        assert!(cache.replayed() > 0, "runs were replayed");
     }
 }

@@ -40,6 +40,7 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
         }
 
         let fkey = family_key(fam, true);
+        scratch.begin_family(fam, fkey);
         let created_ok = matches!(fam.kind, MetricKind::Counter | MetricKind::Histogram);
         let mut written = 0usize;
         for series in &fam.series {
@@ -99,6 +100,7 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
                 }
             }
         }
+        scratch.end_family();
         if written == 0 {
             out.truncate(mark);
         }

@@ -6,7 +6,7 @@
 
 use super::escape::{write_f64_text, write_help_text, write_u64};
 use super::{
-    family_key, family_ok, finite_buckets, prepare_series, write_plain_prefix, Lines, Scratch,
+    family_key, family_ok, finite_buckets, prepare_series, write_plain_prefix, LinesView, Scratch,
 };
 use crate::snapshot::{MetricKind, Snapshot, Value};
 
@@ -44,6 +44,7 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
         out.push(b'\n');
 
         let fkey = family_key(fam, false);
+        scratch.begin_family(fam, fkey);
         let mut written = 0usize;
         for series in &fam.series {
             if scratch.is_cold() && fam.kind != MetricKind::Histogram {
@@ -98,6 +99,7 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
                 }
             }
         }
+        scratch.end_family();
         if written == 0 {
             out.truncate(mark);
         }
@@ -145,7 +147,12 @@ pub(crate) fn sample_start_with(
 /// Writes the `_bucket` lines of a histogram series from its line prefixes (one per finite
 /// bound, then `+Inf`): cumulative counts, and the total count on `+Inf`. Shared by both
 /// formats.
-pub(crate) fn write_buckets(out: &mut Vec<u8>, lines: &Lines, buckets: &[(f64, u64)], count: u64) {
+pub(crate) fn write_buckets(
+    out: &mut Vec<u8>,
+    lines: LinesView,
+    buckets: &[(f64, u64)],
+    count: u64,
+) {
     for (i, (_, cumulative)) in buckets.iter().enumerate() {
         out.extend_from_slice(lines.get(i));
         write_u64(out, *cumulative);
