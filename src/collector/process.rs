@@ -343,8 +343,18 @@ fn max_open_files(pid: i32) -> std::io::Result<f64> {
 
 /// Open file descriptors of `pid`. Linux 6.2 and later report the count as the size of
 /// `/proc/<pid>/fd` (one `statx`); older kernels report 0 there, and the directory is listed.
+/// Only where this process may list the directory (as before: the size is visible to anyone
+/// who may look up `/proc/<pid>`, but a process of another user keeps its fds to itself).
 fn open_files(pid: i32) -> std::io::Result<f64> {
+    use nix::unistd::{faccessat, AccessFlags};
     let dir = format!("/proc/{pid}/fd");
+    faccessat(
+        nix::fcntl::AT_FDCWD,
+        dir.as_str(),
+        AccessFlags::R_OK | AccessFlags::X_OK,
+        nix::fcntl::AtFlags::AT_EACCESS,
+    )
+    .map_err(std::io::Error::from)?;
     let size = std::fs::metadata(&dir)?.len();
     if size > 0 {
         return Ok(size as f64);
