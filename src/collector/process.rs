@@ -42,7 +42,6 @@ impl ProcTable {
     /// with another inode number and is read.
     fn scan_with(mut memo: Option<&mut ScanMemo>) -> std::io::Result<ProcTable> {
         use procfs::FromRead;
-        use std::io::Read;
         use std::os::unix::fs::DirEntryExt;
         let now = std::time::Instant::now();
         let full = match memo.as_deref_mut() {
@@ -79,30 +78,9 @@ impl ProcTable {
             path.push_str(itoa::Buffer::new().format(pid));
             path.push_str("/stat");
             // Gone since the listing, or not readable: skipped like an exited process.
-            let Ok(mut file) = std::fs::File::open(&path) else {
+            let Ok(len) = read_proc_file(&path, &mut buf) else {
                 continue;
             };
-            let mut len = 0;
-            loop {
-                match file.read(&mut buf[len..]) {
-                    Ok(0) => break,
-                    Ok(n) => {
-                        len += n;
-                        if len == buf.len() {
-                            buf.resize(buf.len() * 2, 0);
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => {
-                        len = 0;
-                        break;
-                    }
-                }
-                // One read returns the whole line; a short line ending in `\n` is complete.
-                if len > 0 && buf[len - 1] == b'\n' {
-                    break;
-                }
-            }
             let Ok(st) = Stat::from_read(&buf[..len]) else {
                 continue;
             };
@@ -307,24 +285,36 @@ fn max_open_files_of(st: &Stat) -> std::io::Result<f64> {
     Ok(v)
 }
 
-/// Soft limit of open files from `/proc/<pid>/limits` (`+Inf` when unlimited), in one
-/// `read` (the file is about 1.3 KB; `read_to_string` would add a `statx` and a second read).
-fn max_open_files(pid: i32) -> std::io::Result<f64> {
+/// Reads a small `/proc` file into `buf` (grown as needed) and returns its length. These
+/// files are made by the kernel in one piece and handed out whole by one `read` when the
+/// buffer holds them, so a read that ends in a newline is the whole file: that saves the
+/// `read` that would return 0 (and `fs::read_to_string` would add a `statx` as well).
+fn read_proc_file(path: &str, buf: &mut Vec<u8>) -> std::io::Result<usize> {
     use std::io::Read;
-    let mut file = std::fs::File::open(format!("/proc/{pid}/limits"))?;
-    let mut buf = [0u8; 4096];
+    let mut file = std::fs::File::open(path)?;
     let mut len = 0;
     loop {
         match file.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
+            Ok(0) => return Ok(len),
+            Ok(n) => {
+                len += n;
+                if len == buf.len() {
+                    buf.resize(buf.len() * 2, 0);
+                }
+            }
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
-        if len == buf.len() {
-            break;
+        if len > 0 && buf[len - 1] == b'\n' {
+            return Ok(len);
         }
     }
+}
+
+/// Soft limit of open files from `/proc/<pid>/limits` (`+Inf` when unlimited).
+fn max_open_files(pid: i32) -> std::io::Result<f64> {
+    let mut buf = vec![0u8; 4096];
+    let len = read_proc_file(&format!("/proc/{pid}/limits"), &mut buf)?;
     let text = String::from_utf8_lossy(&buf[..len]);
     let line = text
         .lines()
