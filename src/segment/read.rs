@@ -124,6 +124,13 @@ fn read_value(m: &Mapping, entry: u64, cells: u64, fam: &FamilyRec) -> Value {
     }
 }
 
+/// A family named, described and typed as the segment's record, without series yet.
+fn empty_family(rec: &FamilyRec) -> Family {
+    let mut fam = Family::new(&rec.def.name, &rec.def.help, rec.def.kind);
+    fam.unit = unit_of(&rec.def.name).map(str::to_owned);
+    fam
+}
+
 /// The creation time of a counter's or histogram's entry (gauges have none).
 fn read_created(m: &Mapping, entry: u64, fam: &FamilyRec) -> Option<f64> {
     match fam.def.kind {
@@ -132,6 +139,24 @@ fn read_created(m: &Mapping, entry: u64, fam: &FamilyRec) -> Option<f64> {
             m.u64_unchecked(entry + E_CREATED).load(Ordering::Relaxed),
         )),
     }
+}
+
+/// The order the last read's ranks give `rows` ((entry, rank, cells) each): position `k`
+/// holds the row ranked `k`. `None` unless the ranks are a permutation of `0..rows.len()`
+/// (a series came or went, or one is new and has no rank yet).
+fn order_by_rank(rows: &[(u64, u32, u64)]) -> Option<Vec<u32>> {
+    if rows.is_empty() {
+        return None;
+    }
+    let mut order = vec![u32::MAX; rows.len()];
+    for (i, r) in rows.iter().enumerate() {
+        let slot = order.get_mut(r.1 as usize)?;
+        if *slot != u32::MAX {
+            return None;
+        }
+        *slot = i as u32;
+    }
+    Some(order)
 }
 
 fn merge(into: &mut Value, other: Value, kind: MetricKind, agg: GaugeAgg) {
@@ -180,11 +205,10 @@ struct Plan {
     families: Vec<PlannedFamily>,
 }
 
-/// One family of a [`Plan`]: its record, its header (a family without series) and its
-/// series in output order as (entry offset, value cells, labels).
+/// One family of a [`Plan`]: its record and its series in output order as (entry offset,
+/// value cells, labels).
 struct PlannedFamily {
     rec: Arc<FamilyRec>,
-    header: Family,
     rows: Vec<(u64, u64, Labels)>,
 }
 
@@ -338,10 +362,6 @@ impl Segment {
             .families
             .iter()
             .map(|pf| Family {
-                name: pf.header.name.clone(),
-                help: pf.header.help.clone(),
-                kind: pf.header.kind,
-                unit: pf.header.unit.clone(),
                 series: pf
                     .rows
                     .iter()
@@ -351,6 +371,7 @@ impl Segment {
                         created: read_created(m, *entry, &pf.rec),
                     })
                     .collect(),
+                ..empty_family(&pf.rec)
             })
             .collect();
         Some(out)
@@ -367,14 +388,7 @@ impl Segment {
         let fams = (0..nfam)
             .map(|i| self.family_at(i))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut out: Vec<Family> = fams
-            .iter()
-            .map(|f| {
-                let mut fam = Family::new(&f.def.name, &f.def.help, f.def.kind);
-                fam.unit = unit_of(&f.def.name).map(str::to_owned);
-                fam
-            })
-            .collect();
+        let mut out: Vec<Family> = fams.iter().map(|f| empty_family(f)).collect();
         let mut merged: Vec<Merged> =
             vec![HashMap::new(); if opts.worker_label { 0 } else { fams.len() }];
         // PID of each worker slot, read once per read.
@@ -516,20 +530,10 @@ impl Segment {
                 crate::snapshot::sort_by_labels(&mut fam.series, |s| &s.labels);
                 continue;
             }
-            let ranked = n > 0 && meta.iter().all(|r| (r.1 as usize) < n) && {
-                let mut seen = vec![false; n];
-                meta.iter()
-                    .all(|r| !std::mem::replace(&mut seen[r.1 as usize], true))
-            };
-            let order = if ranked {
-                let mut order = vec![0u32; n];
-                for (i, r) in meta.iter().enumerate() {
-                    order[r.1 as usize] = i as u32;
-                }
-                order
-            } else {
-                crate::snapshot::label_order(&fam.series, |s| &s.labels)
-            };
+            let by_rank = order_by_rank(&meta);
+            let ranked = by_rank.is_some();
+            let order =
+                by_rank.unwrap_or_else(|| crate::snapshot::label_order(&fam.series, |s| &s.labels));
             crate::snapshot::apply_order(&mut fam.series, order.clone());
             crate::snapshot::apply_order(&mut meta, order);
             if !ranked {
@@ -542,13 +546,6 @@ impl Segment {
             if planning && n > 0 {
                 planned.push(PlannedFamily {
                     rec: fams[i].clone(),
-                    header: Family {
-                        name: fam.name.clone(),
-                        help: fam.help.clone(),
-                        kind: fam.kind,
-                        unit: fam.unit.clone(),
-                        series: Vec::new(),
-                    },
                     rows: meta
                         .iter()
                         .zip(&fam.series)
