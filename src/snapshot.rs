@@ -356,18 +356,22 @@ pub fn is_valid_label_name(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// A repeatable pseudo-random source: each call gives a number below `m`.
+    fn xorshift(mut state: u64) -> impl FnMut(u64) -> u64 {
+        move |m| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % m
+        }
+    }
+
     #[test]
     fn sort_by_labels_orders_as_cmp_labels() {
         // Label sets from a small alphabet (so many share texts), some texts equal but in
         // separate allocations, sets of different lengths, duplicates: above and below the
         // size where integer keys take over.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move |m: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % m
-        };
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let shared: Vec<Text> = ["", "a", "ab", "b", "é", "a\n"].map(Text::from).to_vec();
         // Up to 3 labels pack into one u128; up to 40 take the slice comparison.
         for (n, most) in [0, 1, 5, 63, 64, 65, 500, 3000, 64, 700]
@@ -402,13 +406,7 @@ mod tests {
 
     #[test]
     fn apply_order_places_every_item_once() {
-        let mut state = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move |m: u64| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state % m
-        };
+        let mut next = xorshift(0x9e37_79b9_7f4a_7c15);
         for n in [0usize, 1, 2, 3, 10, 257, 4000] {
             // A random permutation (Fisher-Yates), and the identity.
             let mut order: Vec<u32> = (0..n as u32).collect();
