@@ -53,11 +53,7 @@ impl Exporter {
             .env("USER", "tester")
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = common::output_text(&out);
         (out.status.success(), text)
     }
 

@@ -36,11 +36,7 @@ fn promtool(args: &[&str], files: &[PathBuf]) -> String {
         .current_dir(DASHBOARDS)
         .output()
         .expect("promtool is installed by scripts/setup.sh (Debian package prometheus)");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = common::output_text(&out);
     assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
     text
 }

@@ -100,12 +100,7 @@ impl Server {
                 .output()
                 .unwrap(),
         };
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", common::output_text(&out));
         let mut s = Server {
             driver,
             dir,

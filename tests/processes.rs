@@ -598,11 +598,7 @@ fn open_files_limit_is_remembered_until_the_next_full_scan() {
             .env("LIMITS_ALONE", "1")
             .output()
             .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let text = common::output_text(&out);
         assert!(out.status.success() && text.contains("1 passed"), "{text}");
         return;
     }

@@ -9,6 +9,15 @@ use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+/// What a finished command printed, standard output then standard error.
+pub fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_otrs-exporter");
 /// The default metrics route.
