@@ -22,16 +22,19 @@ pub struct Pool {
 }
 
 struct Inner {
+    /// Name of the threads started.
+    name: String,
     idle: Mutex<Vec<Sender<Delivery>>>,
     /// Idle threads kept at most; a thread finishing a job beyond that ends.
     max_idle: usize,
 }
 
 impl Pool {
-    /// A pool that keeps up to `max_idle` threads waiting.
-    pub fn new(max_idle: usize) -> Pool {
+    /// A pool of threads called `name` that keeps up to `max_idle` of them waiting.
+    pub fn new(name: String, max_idle: usize) -> Pool {
         Pool {
             inner: Arc::new(Inner {
+                name,
                 idle: Mutex::new(Vec::new()),
                 max_idle,
             }),
@@ -43,8 +46,8 @@ impl Pool {
         self.inner.lock().len()
     }
 
-    /// Runs `job` on an idle thread, or on a new one (named `name`) when none is idle.
-    pub fn execute(&self, name: &str, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    /// Runs `job` on an idle thread, or on a new one when none is idle.
+    pub fn execute(&self, job: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
         let mut job: Job = Box::new(job);
         loop {
             let Some(tx) = self.inner.lock().pop() else {
@@ -60,7 +63,7 @@ impl Pool {
         let (tx, rx) = mpsc::channel::<Delivery>();
         let pool = Arc::downgrade(&self.inner);
         std::thread::Builder::new()
-            .name(name.to_owned())
+            .name(self.inner.name.clone())
             .spawn(move || {
                 job();
                 if give_back(&pool, tx) {
@@ -114,7 +117,7 @@ mod tests {
         let (tx, rx) = mpsc::channel();
         for _ in 0..n {
             let (tx, barrier) = (tx.clone(), barrier.clone());
-            pool.execute("test-pool", move || {
+            pool.execute(move || {
                 if together {
                     barrier.wait();
                 }
@@ -139,7 +142,7 @@ mod tests {
 
     #[test]
     fn threads_are_reused_and_capped() {
-        let pool = Pool::new(3);
+        let pool = Pool::new("test-pool".into(), 3);
         let first = run(&pool, 3, true);
         settle(&pool, 3);
         let again = run(&pool, 3, false);
@@ -156,9 +159,9 @@ mod tests {
 
     #[test]
     fn a_busy_thread_does_not_delay_the_next_job() {
-        let pool = Pool::new(4);
+        let pool = Pool::new("test-pool".into(), 4);
         let (release_tx, release_rx) = mpsc::channel::<()>();
-        pool.execute("test-pool", move || {
+        pool.execute(move || {
             let _ = release_rx.recv();
         })
         .unwrap();

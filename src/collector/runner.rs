@@ -35,6 +35,11 @@ pub struct Scrape {
 /// FastCGI worker without starting threads (more start, and end after their job).
 const IDLE_THREADS_PER_COLLECTOR: usize = 2;
 
+/// The threads collector `c` runs on, named after it (`collect-<name>`).
+fn pool_for(c: &impl Collector) -> Pool {
+    Pool::new(format!("collect-{}", c.name()), IDLE_THREADS_PER_COLLECTOR)
+}
+
 /// The set of collectors of one exporter process.
 #[derive(Clone, Default)]
 pub struct Runner {
@@ -54,16 +59,15 @@ impl Runner {
 
     /// Adds a collector (builder style).
     pub fn with(mut self, c: impl Collector) -> Runner {
+        self.pools.push(pool_for(&c));
         self.collectors.push(Arc::new(c));
-        self.pools.push(Pool::new(IDLE_THREADS_PER_COLLECTOR));
         self
     }
 
     /// Adds a collector that runs (and finishes, or hits the deadline) before the others.
     pub fn with_first(mut self, c: impl Collector) -> Runner {
+        self.pools.insert(self.first, pool_for(&c));
         self.collectors.insert(self.first, Arc::new(c));
-        self.pools
-            .insert(self.first, Pool::new(IDLE_THREADS_PER_COLLECTOR));
         self.first += 1;
         self
     }
@@ -130,8 +134,7 @@ impl Runner {
         let mut pending = 0;
         for (i, c) in stage {
             let (i, c, tx, ctx) = (*i, c.clone(), tx.clone(), ctx.clone());
-            let name = format!("collect-{}", c.name());
-            let spawned = self.pools[i].execute(&name, move || {
+            let spawned = self.pools[i].execute(move || {
                 let t = Instant::now();
                 let r = catch_unwind(AssertUnwindSafe(|| c.collect(&ctx)))
                     .unwrap_or_else(|_| Err(super::CollectError::new("collector panicked")));
