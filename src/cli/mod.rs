@@ -270,18 +270,21 @@ pub fn main() -> Result<()> {
     let launch = detect::detect();
     if !matches!(launch, detect::Launch::Standalone) {
         let cfg = load_config(None)?;
-        let svc = service(&cfg)?;
         return match launch {
-            detect::Launch::Cgi => cgi::run_cgi(svc.as_ref()).map_err(Into::into),
+            // One request, then the process exits.
+            detect::Launch::Cgi => {
+                let opts = segment_options(&cfg).map_err(anyhow::Error::msg)?;
+                cgi::run_cgi(&Service::new(cfg, opts).one_shot()).map_err(Into::into)
+            }
             detect::Launch::FastCgiFd0 => fcgi::serve(
                 fcgi::Listener::from_stdin()?,
-                svc,
+                service(&cfg)?,
                 fcgi::ServeOptions::default(),
             )
             .map_err(Into::into),
             detect::Launch::SystemdFds(fds) => fcgi::serve(
                 fcgi::Listener::from_systemd(&fds)?,
-                svc,
+                service(&cfg)?,
                 fcgi::ServeOptions::default(),
             )
             .map_err(Into::into),

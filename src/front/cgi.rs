@@ -10,7 +10,8 @@ use super::request::{call_handler, Handler, Request, Response};
 pub const MAX_CGI_BODY: usize = 1 << 20;
 
 /// Answers the one request described by the environment and stdin, writing the CGI response
-/// (always with an explicit `Content-Type`) to stdout. A handler panic becomes a 500.
+/// (always with an explicit `Content-Type`) to stdout. A handler panic becomes a 500. For a
+/// process that exits next: the response is left to the exit to free.
 pub fn run_cgi(handler: &dyn Handler) -> io::Result<()> {
     let params: Vec<(String, String)> = std::env::vars_os()
         .map(|(n, v)| {
@@ -30,6 +31,8 @@ pub fn run_cgi(handler: &dyn Handler) -> io::Result<()> {
     if !head_only {
         stdout.write_all(&response.body)?;
     }
+    // The process exits next: unmapping the body first would only delay that.
+    std::mem::forget(response);
     stdout.flush()
 }
 
