@@ -23,6 +23,17 @@ pub(crate) fn write_label_value(out: &mut Vec<u8>, s: &str) {
 /// All three are ASCII, so scanning bytes never splits a UTF-8 sequence.
 #[inline]
 fn write_escaped(out: &mut Vec<u8>, bytes: &[u8], quote: bool) {
+    // Most label values are short (a method, a route, a PID): a plain scan of those costs a
+    // few instructions per byte, below memchr's set-up for vector search.
+    const SHORT: usize = 24;
+    if bytes.len() <= SHORT
+        && !bytes
+            .iter()
+            .any(|&b| b == b'\\' || b == b'\n' || (quote && b == b'"'))
+    {
+        out.extend_from_slice(bytes);
+        return;
+    }
     // Most texts need no escaping: find the next byte that does (memchr scans a word or a
     // vector at a time) and copy the runs between them whole.
     let find = |s: &[u8]| {
