@@ -262,21 +262,32 @@ pub fn label_order<T>(items: &[T], labels: impl Fn(&T) -> &[Label]) -> Vec<u32> 
         &keys[start as usize..(start + len) as usize]
     };
     // Usually every run fits in 128 bits: pack it (rank + 1 per field, so a run that is a
-    // prefix of another is smaller, as in slice order) and sort plain integers.
-    let fields = spans.iter().map(|s| s.1).max().unwrap_or(0);
+    // prefix of another is smaller, as in slice order) and sort plain integers. Fields that
+    // are the same in every run (the label names, mostly) decide nothing and are left out.
+    let fields = spans.iter().map(|s| s.1).max().unwrap_or(0) as usize;
+    let field = |i: usize, f: usize| key(i).get(f).map_or(0, |r| r + 1);
+    let varying: Vec<usize> = (0..fields)
+        .filter(|&f| (1..n).any(|i| field(i, f) != field(0, f)))
+        .collect();
     let top = keys.iter().copied().max().unwrap_or(0) + 1;
     let bits = u32::BITS - top.leading_zeros();
-    if fields * bits <= 128 {
-        let mut packed: Vec<(u128, u32)> = (0..n)
-            .map(|i| {
-                let mut k = 0u128;
-                for f in 0..fields as usize {
-                    let r = key(i).get(f).map_or(0, |r| r + 1);
-                    k = (k << bits) | u128::from(r);
-                }
-                (k, i as u32)
-            })
+    let pack = |i: usize| {
+        varying
+            .iter()
+            .fold(0u128, |k, &f| (k << bits) | u128::from(field(i, f)))
+    };
+    let key_bits = varying.len() as u32 * bits;
+    let index_bits = u32::BITS - (n as u32).leading_zeros();
+    if key_bits + index_bits <= 64 {
+        // Key and index in one word: the sort moves 8 bytes per item.
+        let mut packed: Vec<u64> = (0..n)
+            .map(|i| ((pack(i) as u64) << index_bits) | i as u64)
             .collect();
+        packed.sort_unstable();
+        let mask = (1u64 << index_bits) - 1;
+        packed.into_iter().map(|k| (k & mask) as u32).collect()
+    } else if key_bits <= 128 {
+        let mut packed: Vec<(u128, u32)> = (0..n).map(|i| (pack(i), i as u32)).collect();
         packed.sort_unstable();
         packed.into_iter().map(|(_, i)| i).collect()
     } else {
@@ -401,6 +412,45 @@ mod tests {
                 assert_eq!(cmp_labels(got, want), std::cmp::Ordering::Equal, "n={n}");
             }
             assert!(items.is_sorted_by(|a, b| cmp_labels(a, b).is_le()));
+        }
+    }
+
+    #[test]
+    fn sort_by_labels_with_fixed_names_and_constant_values() {
+        // As a family's series are: the same names in every set, some values the same in
+        // every set (left out of the integer keys), the others from alphabets small and large
+        // enough to take each of the three ways (one word, u128 and index, slice order).
+        let mut next = xorshift(0x6a09_e667_f3bc_c908);
+        for (fields, alphabet, n) in [
+            (3, 4, 3000),
+            (4, 60, 10_000),
+            (6, 5000, 4000),
+            (12, 5000, 2000),
+        ] {
+            let names: Vec<Text> = (0..fields)
+                .map(|f| Text::from(format!("l{f:02}")))
+                .collect();
+            let constant = Text::from("same");
+            let mut items: Vec<Labels> = (0..n)
+                .map(|_| {
+                    names
+                        .iter()
+                        .enumerate()
+                        .map(|(f, name)| {
+                            let v = if f % 3 == 1 {
+                                constant.clone()
+                            } else {
+                                Text::from(format!("v{}", next(alphabet)))
+                            };
+                            (name.clone(), v)
+                        })
+                        .collect()
+                })
+                .collect();
+            let mut want = items.clone();
+            want.sort_by(|a, b| cmp_labels(a, b));
+            sort_by_labels(&mut items, |l| l);
+            assert_eq!(items, want, "fields={fields} alphabet={alphabet}");
         }
     }
 
