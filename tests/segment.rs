@@ -813,6 +813,73 @@ fn warm_reads_during_another_process_inserts_miss_nothing_afterwards() {
 }
 
 #[test]
+fn a_large_one_off_read_shared_over_threads_equals_a_full_read() {
+    use otrs_exporter::segment::ReadCache;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("seg");
+    let seg = open(&path);
+    // Well above the size where a one-off read takes a thread per core: several workers
+    // (`worker` labels, sorted among the others), a shared family, a histogram, a gauge.
+    for worker in 0..6u32 {
+        let slot = seg
+            .claim_worker_for(4_500_000 + worker, 1, WorkerKind::Test)
+            .unwrap();
+        let mut w = Writer::for_slot(&seg, WorkerKind::Test, slot);
+        for i in 0..900u32 {
+            let route = format!("r{:03}", (i * 7 + worker) % 211);
+            let method = ["GET", "POST", "HEAD"][(i % 3) as usize];
+            w.add(
+                &own_counter(),
+                &[("method", method), ("route", &route)],
+                f64::from(i),
+            )
+            .unwrap();
+            if i % 4 == 0 {
+                w.observe(&latency(), &[("route", &route)], f64::from(i) / 1000.0)
+                    .unwrap();
+                w.set(&gauge(), &[("z", &i.to_string())], f64::from(worker))
+                    .unwrap();
+            }
+            if i % 9 == 0 {
+                w.inc(&shared_counter(), &[("route", &route)]).unwrap();
+            }
+        }
+    }
+    let opts = ReadOptions::default();
+    let cold = seg.read(&opts).unwrap();
+    let series: usize = cold.iter().map(|f| f.series.len()).sum();
+    assert!(series > 6000, "{series} series");
+    // A process that keeps a cache reads on one thread: the same families, series and order.
+    let full = seg.read_cached(&opts, &mut ReadCache::new()).unwrap();
+    assert_eq!(cold, full);
+    for fam in &cold {
+        assert!(fam
+            .series
+            .windows(2)
+            .all(|w| otrs_exporter::snapshot::cmp_labels(&w[0].labels, &w[1].labels).is_lt()));
+    }
+    // One-off reads racing another process's inserts, rehashes and growth: each one whole,
+    // never fewer series than the one before.
+    let mut kid = child("grow", &path, &[("SEG_N", "30000".into())])
+        .spawn()
+        .unwrap();
+    let (mut reads, mut last) = (0, 0);
+    while kid.try_wait().unwrap().is_none() {
+        let fams = seg.read(&opts).expect("a one-off read");
+        let now: usize = fams.iter().map(|f| f.series.len()).sum();
+        assert!(now >= last, "series went missing: {now} after {last}");
+        last = now;
+        reads += 1;
+    }
+    assert!(kid.wait().unwrap().success());
+    assert!(reads > 3, "only {reads} reads overlapped the inserts");
+    assert_eq!(
+        seg.read(&opts).unwrap(),
+        seg.read_cached(&opts, &mut ReadCache::new()).unwrap()
+    );
+}
+
+#[test]
 fn validating_while_another_process_grows_the_file_never_recreates_it() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seg");

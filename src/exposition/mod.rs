@@ -12,7 +12,7 @@ mod text;
 use std::sync::Arc;
 
 use crate::snapshot::{
-    is_valid_label_name, Family, Label, Labels, MetricKind, Series, Snapshot, Value,
+    is_valid_label_name, Family, Label, Labels, MetricKind, Series, Snapshot, Text, Value,
 };
 
 /// An exposition format.
@@ -394,17 +394,18 @@ pub(crate) struct Scratch<'c> {
     replayed: usize,
 }
 
-/// The label names (their shared allocations) of the last series whose names were valid, so
-/// consecutive series with the same names are not validated again.
+/// The label names of the last series whose names were valid, so consecutive series with the
+/// same names are not validated again.
 #[derive(Default)]
 struct NameCheck {
-    valid_names: Vec<usize>,
+    valid_names: Vec<Text>,
     valid_for_histogram: bool,
 }
 
 impl NameCheck {
-    /// [`labels_ok`], skipped when the names are the same allocations as the last valid
-    /// series' (consecutive series of a family usually share them).
+    /// [`labels_ok`], skipped when the names are those of the last valid series (consecutive
+    /// series of a family usually share them: the same allocations, or equal texts where
+    /// parts of a read were decoded apart).
     fn ok(&mut self, labels: &[Label], histogram: bool) -> bool {
         let same_names = self.valid_for_histogram == histogram
             && self.valid_names.len() == labels.len()
@@ -412,14 +413,14 @@ impl NameCheck {
                 .valid_names
                 .iter()
                 .zip(labels.iter())
-                .all(|(p, (n, _))| *p == n.as_ptr() as usize);
+                .all(|(p, (n, _))| Arc::ptr_eq(p, n) || p == n);
         if !same_names {
             if !labels_ok(labels, histogram) {
                 return false;
             }
             self.valid_names.clear();
             self.valid_names
-                .extend(labels.iter().map(|(n, _)| n.as_ptr() as usize));
+                .extend(labels.iter().map(|(n, _)| n.clone()));
             self.valid_for_histogram = histogram;
         }
         true

@@ -101,12 +101,14 @@ pub(crate) fn encode_labels(
     Ok(())
 }
 
-/// Decodes labels written by [`encode_labels`], turning the raw bytes of each name and value
-/// into a `T` with `make(bytes, is_name)` (which must check UTF-8, and may intern).
-pub(crate) fn decode_labels_with<T>(
+/// Decodes labels written by [`encode_labels`] onto the end of `out`, turning the raw bytes
+/// of each name and value into a `T` with `make(bytes, position)` (which must check UTF-8, and
+/// may intern); position counts the strings, names even and values odd.
+pub(crate) fn decode_labels_into<T>(
     mut bytes: &[u8],
-    mut make: impl FnMut(&[u8], bool) -> Result<T, SegmentError>,
-) -> Result<Vec<(T, T)>, SegmentError> {
+    out: &mut Vec<(T, T)>,
+    mut make: impl FnMut(&[u8], usize) -> Result<T, SegmentError>,
+) -> Result<(), SegmentError> {
     fn take<'a>(bytes: &mut &'a [u8]) -> Result<&'a [u8], SegmentError> {
         let bad = || SegmentError::corrupt("label encoding");
         if bytes.len() < 2 {
@@ -120,7 +122,7 @@ pub(crate) fn decode_labels_with<T>(
         *bytes = &bytes[2 + n..];
         Ok(s)
     }
-    let mut out = Vec::with_capacity(4);
+    let mut pos = 0;
     while !bytes.is_empty() {
         let (name, value) = {
             let mut rest = bytes;
@@ -129,19 +131,22 @@ pub(crate) fn decode_labels_with<T>(
             bytes = rest;
             (name, value)
         };
-        out.push((make(name, true)?, make(value, false)?));
+        out.push((make(name, pos)?, make(value, pos + 1)?));
+        pos += 2;
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Decodes labels written by [`encode_labels`] into owned strings.
 #[cfg(test)]
 pub(crate) fn decode_labels(bytes: &[u8]) -> Result<Vec<(String, String)>, SegmentError> {
-    decode_labels_with(bytes, |b, _| {
+    let mut out = Vec::new();
+    decode_labels_into(bytes, &mut out, |b, _| {
         std::str::from_utf8(b)
             .map(str::to_owned)
             .map_err(|_| SegmentError::corrupt("label encoding"))
-    })
+    })?;
+    Ok(out)
 }
 
 /// Hash of a series key.
@@ -269,6 +274,25 @@ impl Segment {
             let v = m.u64_unchecked(slot).load(Ordering::Acquire);
             if v > SLOT_TOMBSTONE {
                 f(slot, v, entry_head(m, v)?)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// [`Segment::for_each_entry`] over share `part.0` of `part.1` equal shares of the index
+    /// slots, giving each entry's offset and head. Call inside [`Segment::with_seq`].
+    pub(crate) fn for_each_entry_in(
+        &self,
+        (part, parts): (usize, usize),
+        mut f: impl FnMut(u64, EntryHead) -> Result<(), SegmentError>,
+    ) -> Result<(), SegmentError> {
+        let m = self.map();
+        let (off, cap) = geometry(m)?;
+        let bound = |p: usize| cap * p as u64 / parts.max(1) as u64;
+        for i in bound(part)..bound(part + 1).min(cap) {
+            let v = m.u64_unchecked(off + 8 * i).load(Ordering::Acquire);
+            if v > SLOT_TOMBSTONE {
+                f(v, entry_head(m, v)?)?;
             }
         }
         Ok(())

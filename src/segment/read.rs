@@ -5,11 +5,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::family::{FamilyRec, GaugeAgg};
-use super::index::decode_labels_with;
+use super::index::{decode_labels_into, EntryHead};
 use super::layout::*;
 use super::mem::Mapping;
 use super::{worker, Segment, SegmentError};
-use crate::snapshot::{Family, Labels, MetricKind, Series, Text, Value};
+use crate::snapshot::{Family, Label, Labels, MetricKind, Series, Text, Value};
 
 /// Shares one allocation between equal label names and values within a read, so series that
 /// repeat a value (`method="GET"`, a worker) hold one `Arc` and later stages can compare by
@@ -18,6 +18,9 @@ use crate::snapshot::{Family, Labels, MetricKind, Series, Text, Value};
 #[derive(Default)]
 struct Interner {
     map: HashMap<u64, Text, std::hash::BuildHasherDefault<PassThrough>>,
+    /// The text last returned for each position in a label set: names, and often values,
+    /// repeat from one series to the next, and comparing with that text skips the hashing.
+    recent: Vec<Text>,
 }
 
 /// The interner's keys are already FNV hashes: use them as they are.
@@ -47,6 +50,22 @@ impl Interner {
         self.map.reserve(n);
     }
 
+    /// [`Interner::get`] for the string at `pos` in a label set.
+    fn get_at(&mut self, pos: usize, bytes: &[u8]) -> Result<Text, SegmentError> {
+        if let Some(t) = self.recent.get(pos) {
+            if t.as_bytes() == bytes {
+                return Ok(t.clone());
+            }
+        }
+        let t = self.get(bytes)?;
+        if pos < self.recent.len() {
+            self.recent[pos] = t.clone();
+        } else if pos == self.recent.len() {
+            self.recent.push(t.clone());
+        }
+        Ok(t)
+    }
+
     fn get(&mut self, bytes: &[u8]) -> Result<Text, SegmentError> {
         use std::hash::Hasher;
         // FxHash takes a word at a time (FNV, the segment's own hash, a byte at a time).
@@ -65,6 +84,12 @@ impl Interner {
         Ok(t)
     }
 }
+
+/// A one-off read of at least this many series is shared out over threads.
+const COLD_SHARE_FROM: usize = 2048;
+
+/// The most threads a one-off read uses.
+const COLD_SHARES: usize = 4;
 
 /// Series of one family combined over workers: value and earliest creation time.
 type Merged = HashMap<Labels, (Value, Option<f64>)>;
@@ -377,6 +402,129 @@ impl Segment {
         Some(out)
     }
 
+    /// The record of the family an entry belongs to; `None` for entries a read skips (hidden
+    /// families, and families registered after the read listed them: those series are newer
+    /// than the scrape and show up in the next one). Only an index beyond every registered
+    /// family is damage.
+    fn entry_family<'f>(
+        &self,
+        fams: &'f [Arc<FamilyRec>],
+        entry: u64,
+        head: &EntryHead,
+    ) -> Result<Option<&'f FamilyRec>, SegmentError> {
+        match fams.get(head.family as usize) {
+            Some(fam) if fam.def.hidden => Ok(None),
+            Some(fam) => Ok(Some(fam)),
+            None if u64::from(head.family) < self.family_count() => Ok(None),
+            None => Err(SegmentError::corrupt(format!(
+                "entry {entry} names family {}",
+                head.family
+            ))),
+        }
+    }
+
+    /// An entry's label set, decoded with `interner` (by way of the `bytes` and `pairs`
+    /// buffers) and with `worker` (the `worker` label) in its sorted place.
+    fn entry_labels(
+        &self,
+        entry: u64,
+        head: &EntryHead,
+        interner: &mut Interner,
+        (bytes, pairs): (&mut Vec<u8>, &mut Vec<Label>),
+        worker: Option<Label>,
+    ) -> Result<Labels, SegmentError> {
+        self.map()
+            .read_bytes(head.labels_off(entry), head.labels_len as usize, bytes)?;
+        pairs.clear();
+        decode_labels_into(bytes, pairs, |b, pos| interner.get_at(pos, b))?;
+        if let Some(worker) = worker {
+            let pos = pairs.partition_point(|(k, _)| **k < *worker.0);
+            pairs.insert(pos, worker);
+        }
+        // Moved into one allocation of the exact size.
+        Ok(pairs.drain(..).collect())
+    }
+
+    /// A one-off read's series with `worker` labels, per family and unsorted. A large segment
+    /// is read by one thread per core (at most [`COLD_SHARES`]), each taking an equal share
+    /// of the index with an interner of its own: a CGI process has nothing cached, and
+    /// decoding is most of its scrape.
+    fn read_cold(&self, fams: &[Arc<FamilyRec>]) -> Result<Vec<Vec<Series>>, SegmentError> {
+        // A hint only, from a header word that damage can make huge: never more entries
+        // than fit in the file.
+        let fit = self.map().committed() / super::layout::MIN_BLOCK;
+        let series = self.stats().series.min(fit) as usize;
+        let parts = if series >= COLD_SHARE_FROM {
+            std::thread::available_parallelism().map_or(1, |n| n.get().min(COLD_SHARES))
+        } else {
+            1
+        };
+        let hint = series / parts;
+        if parts == 1 {
+            return self.read_share(fams, (0, 1), hint);
+        }
+        std::thread::scope(|s| {
+            let others: Vec<_> = (1..parts)
+                .map(|p| s.spawn(move || self.read_share(fams, (p, parts), hint)))
+                .collect();
+            let mut all = self.read_share(fams, (0, parts), hint)?;
+            for other in others {
+                let share = other
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+                for (into, more) in all.iter_mut().zip(share) {
+                    into.extend(more);
+                }
+            }
+            Ok(all)
+        })
+    }
+
+    /// The series of share `part.0` of `part.1` of the index, per family (see
+    /// [`Segment::read_cold`]); `hint` sizes the interner.
+    fn read_share(
+        &self,
+        fams: &[Arc<FamilyRec>],
+        part: (usize, usize),
+        hint: usize,
+    ) -> Result<Vec<Vec<Series>>, SegmentError> {
+        let m = self.map();
+        let mut interner = Interner::default();
+        interner.reserve(hint);
+        let (mut bytes, mut pairs) = (Vec::new(), Vec::with_capacity(8));
+        let worker_key = Text::from("worker");
+        let mut workers: Vec<Option<Text>> = vec![None; self.worker_slots() as usize];
+        let mut out: Vec<Vec<Series>> = vec![Vec::new(); fams.len()];
+        self.for_each_entry_in(part, |entry, head| {
+            let Some(fam) = self.entry_family(fams, entry, &head)? else {
+                return Ok(());
+            };
+            let worker = (fam.def.per_worker && head.worker != WORKER_NONE).then(|| {
+                let name = match workers.get_mut(head.worker as usize) {
+                    Some(slot) => slot
+                        .get_or_insert_with(|| Text::from(self.worker_label(head.worker)))
+                        .clone(),
+                    None => Text::from(self.worker_label(head.worker)),
+                };
+                (worker_key.clone(), name)
+            });
+            let labels = self.entry_labels(
+                entry,
+                &head,
+                &mut interner,
+                (&mut bytes, &mut pairs),
+                worker,
+            )?;
+            out[head.family as usize].push(Series {
+                labels,
+                value: read_value(m, entry, head.cells, fam),
+                created: read_created(m, entry, fam),
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
     fn read_once(
         &self,
         opts: &ReadOptions,
@@ -389,6 +537,14 @@ impl Segment {
             .map(|i| self.family_at(i))
             .collect::<Result<Vec<_>, _>>()?;
         let mut out: Vec<Family> = fams.iter().map(|f| empty_family(f)).collect();
+        if cache.cold && opts.worker_label {
+            for (fam, series) in out.iter_mut().zip(self.read_cold(&fams)?) {
+                fam.series = series;
+                crate::snapshot::sort_by_labels(&mut fam.series, |s| &s.labels);
+            }
+            out.retain(|f| !f.series.is_empty());
+            return Ok(out);
+        }
         let mut merged: Vec<Merged> =
             vec![HashMap::new(); if opts.worker_label { 0 } else { fams.len() }];
         // PID of each worker slot, read once per read.
@@ -397,15 +553,8 @@ impl Segment {
         let worker_key: Text = Text::from("worker");
         let reads = cache.reads;
         let cold = cache.cold;
-        if cold {
-            // A hint only, from a header word that damage can make huge: never more entries
-            // than fit in the file.
-            let fit = m.committed() / super::layout::MIN_BLOCK;
-            cache
-                .interner
-                .reserve(self.stats().series.min(fit) as usize);
-        }
         let mut bytes = Vec::new();
+        let mut pairs: Vec<Label> = Vec::with_capacity(8);
         // Series go straight into their family; beside them, for a process that keeps the
         // cache, each one's (entry offset, rank at the last read, value cells).
         for (i, f) in out.iter_mut().enumerate() {
@@ -422,21 +571,9 @@ impl Segment {
             })
             .collect();
         self.for_each_entry(|_, entry, head| {
-            let Some(fam) = fams.get(head.family as usize) else {
-                // A family registered after this read listed the families: the series is
-                // newer than the scrape; it shows up in the next one. Only an index beyond
-                // every registered family is damage.
-                if u64::from(head.family) < self.family_count() {
-                    return Ok(());
-                }
-                return Err(SegmentError::corrupt(format!(
-                    "entry {entry} names family {}",
-                    head.family
-                )));
-            };
-            if fam.def.hidden {
+            let Some(fam) = self.entry_family(&fams, entry, &head)? else {
                 return Ok(());
-            }
+            };
             let labelled = opts.worker_label && fam.def.per_worker && head.worker != WORKER_NONE;
             let pid = if labelled {
                 match pids.get_mut(head.worker as usize) {
@@ -460,14 +597,19 @@ impl Segment {
                     c.labels.clone()
                 }
                 _ => {
-                    m.read_bytes(head.labels_off(entry), head.labels_len as usize, &mut bytes)?;
-                    let mut labels = decode_labels_with(&bytes, |b, _| cache.interner.get(b))?;
-                    if labelled {
-                        let name = self.worker_text(cache, head.worker, pid);
-                        let pos = labels.partition_point(|(k, _)| &**k < "worker");
-                        labels.insert(pos, (worker_key.clone(), name));
-                    }
-                    let labels: Labels = labels.into();
+                    let worker = labelled.then(|| {
+                        (
+                            worker_key.clone(),
+                            self.worker_text(cache, head.worker, pid),
+                        )
+                    });
+                    let labels = self.entry_labels(
+                        entry,
+                        &head,
+                        &mut cache.interner,
+                        (&mut bytes, &mut pairs),
+                        worker,
+                    )?;
                     if !cold {
                         cache.entries.insert(
                             entry,
