@@ -168,11 +168,159 @@ fn parse_qvalue(v: &str) -> Option<u16> {
 /// and unique). Families with invalid names and series with invalid or duplicate label names,
 /// or with a value that does not fit the family's type, are skipped; families left without
 /// series are omitted.
+///
+/// A large snapshot is written by one thread per core (at most [`SHARED_RENDERS`]), each
+/// taking an equal share of the series into a buffer of its own: without a cache (a CGI
+/// process), escaping and formatting is a third of a scrape.
 pub fn render(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>) {
-    let mut scratch = Scratch::default();
+    let total = snapshot.series_count();
+    let shares = if total >= SHARED_RENDER_FROM {
+        std::thread::available_parallelism().map_or(1, |n| n.get().min(SHARED_RENDERS))
+    } else {
+        1
+    };
+    render_in_shares(snapshot, format, out, shares);
+}
+
+/// [`render`] by `shares` threads.
+fn render_in_shares(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>, shares: usize) {
+    let total = snapshot.series_count();
+    if shares <= 1 || total == 0 {
+        render_parts(&whole(snapshot), format, out, &mut Scratch::default());
+    } else {
+        let split = split(snapshot, total, shares);
+        let size = |part: &[FamilyPart]| part.iter().map(|p| p.series.len()).sum::<usize>();
+        let outcomes = std::thread::scope(|s| {
+            let others: Vec<_> = split[1..]
+                .iter()
+                .map(|part| {
+                    let capacity = out.capacity() / total * size(part);
+                    s.spawn(move || {
+                        let mut buf = Vec::with_capacity(capacity);
+                        let outcome = render_parts(part, format, &mut buf, &mut Scratch::default());
+                        (buf, outcome)
+                    })
+                })
+                .collect();
+            let first = render_parts(&split[0], format, out, &mut Scratch::default());
+            let mut outcomes = vec![(Vec::new(), first)];
+            outcomes.extend(others.into_iter().map(|h| {
+                h.join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            }));
+            outcomes
+        });
+        join_parts(out, outcomes);
+    }
+    if format == Format::OpenMetrics {
+        out.extend_from_slice(b"# EOF\n");
+    }
+}
+
+/// A render of at least this many series is shared out over threads.
+const SHARED_RENDER_FROM: usize = 4096;
+
+/// The most threads a render uses.
+const SHARED_RENDERS: usize = 4;
+
+/// A family, or the part of its series that one share of a render writes.
+pub(crate) struct FamilyPart<'s> {
+    pub fam: &'s Family,
+    pub series: &'s [Series],
+    /// The part holds the family's first series: it writes the metadata lines.
+    pub head: bool,
+    /// The part holds the family's last series.
+    pub tail: bool,
+}
+
+/// What the joining of shares needs to know of one share's output.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PartOutcome {
+    /// Where the metadata lines of a family that goes on in the next share begin, when no
+    /// series of the family was written in this share: they are removed if no later share
+    /// writes one either.
+    pub open_head: Option<usize>,
+    /// When the share begins inside a family: the series it wrote of that family, and
+    /// whether the family ends in this share.
+    pub lead: Option<(usize, bool)>,
+}
+
+/// Every family of `snapshot`, whole.
+fn whole(snapshot: &Snapshot) -> Vec<FamilyPart<'_>> {
+    snapshot
+        .families
+        .iter()
+        .map(|fam| FamilyPart {
+            fam,
+            series: &fam.series,
+            head: true,
+            tail: true,
+        })
+        .collect()
+}
+
+/// `snapshot`'s `total` series cut into `shares` runs of (nearly) equal length, in order.
+/// Families without series are left out (they would write nothing).
+fn split(snapshot: &Snapshot, total: usize, shares: usize) -> Vec<Vec<FamilyPart<'_>>> {
+    let bound = |k: usize| total * k / shares;
+    let mut out: Vec<Vec<FamilyPart>> = (0..shares).map(|_| Vec::new()).collect();
+    let mut base = 0;
+    for fam in &snapshot.families {
+        let n = fam.series.len();
+        for (k, part) in out.iter_mut().enumerate() {
+            let (lo, hi) = (bound(k).max(base), bound(k + 1).min(base + n));
+            if lo < hi {
+                part.push(FamilyPart {
+                    fam,
+                    series: &fam.series[lo - base..hi - base],
+                    head: lo == base,
+                    tail: hi == base + n,
+                });
+            }
+        }
+        base += n;
+    }
+    out
+}
+
+/// Appends the shares after the first (already in `out`) to it, removing the metadata lines
+/// of a family cut over shares none of which wrote one of its series (as a whole render does).
+fn join_parts(out: &mut Vec<u8>, mut shares: Vec<(Vec<u8>, PartOutcome)>) {
+    // (share, offset) of metadata lines still waiting for a series of their family.
+    let mut open: Option<(usize, usize)> = None;
+    for k in 0..shares.len() {
+        let outcome = shares[k].1;
+        if let (Some((at, mark)), Some((written, ends))) = (open, outcome.lead) {
+            if written > 0 {
+                open = None;
+            } else if ends {
+                // Those lines end their share's buffer: nothing was written after them.
+                match at {
+                    0 => out.truncate(mark),
+                    _ => shares[at].0.truncate(mark),
+                }
+                open = None;
+            }
+        }
+        if let Some(mark) = outcome.open_head {
+            open = Some((k, mark));
+        }
+    }
+    for (buf, _) in shares.iter_mut().skip(1) {
+        out.append(buf);
+    }
+}
+
+/// Writes `parts` in `format` (without OpenMetrics' `# EOF`).
+fn render_parts(
+    parts: &[FamilyPart],
+    format: Format,
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> PartOutcome {
     match format {
-        Format::Text => text::render(snapshot, out, &mut scratch),
-        Format::OpenMetrics => openmetrics::render(snapshot, out, &mut scratch),
+        Format::Text => text::render(parts, out, scratch),
+        Format::OpenMetrics => openmetrics::render(parts, out, scratch),
     }
 }
 
@@ -272,9 +420,9 @@ pub fn render_cached(
         cache: Some(cache),
         ..Scratch::default()
     };
-    match format {
-        Format::Text => text::render(snapshot, out, &mut scratch),
-        Format::OpenMetrics => openmetrics::render(snapshot, out, &mut scratch),
+    render_parts(&whole(snapshot), format, out, &mut scratch);
+    if format == Format::OpenMetrics {
+        out.extend_from_slice(b"# EOF\n");
     }
     let replayed = scratch.replayed;
     if let Some(cache) = scratch.cache {
@@ -774,6 +922,112 @@ mod tests {
 
     const PROM2: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
     const PROM3: &str = "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.7,application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,application/openmetrics-text;version=0.0.1;q=0.5,text/plain;version=1.0.0;escaping=allow-utf-8;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2";
+
+    /// Families that shares cut in every way: long ones over several shares, one whose
+    /// series are all refused (its metadata lines must go), one refused only in its first
+    /// part, histograms, info, `_created`, a family without series.
+    fn cut_snapshot() -> Snapshot {
+        let labels = |pairs: &[(&str, String)]| -> Labels {
+            pairs
+                .iter()
+                .map(|(k, v)| (Text::from(*k), Text::from(v.as_str())))
+                .collect()
+        };
+        let series = |n: usize, make: &dyn Fn(usize) -> (Labels, Value)| -> Vec<Series> {
+            (0..n)
+                .map(|i| {
+                    let (labels, value) = make(i);
+                    Series {
+                        labels,
+                        value,
+                        created: (i % 3 == 0).then_some(1.7e9 + i as f64),
+                    }
+                })
+                .collect()
+        };
+        let family = |name: &str, kind, series| Family {
+            series,
+            ..Family::new(name, "Help \\ with \n escapes.", kind)
+        };
+        let hist = |i: usize| Value::Histogram {
+            buckets: vec![(0.1, i as u64 % 5), (1.0, i as u64 % 7 + 5)],
+            sum: i as f64 / 8.0,
+            count: i as u64 % 7 + 6,
+        };
+        let refused = |i: usize| labels(&[("a", i.to_string()), ("a", "again".into())]);
+        let families = vec![
+            family(
+                "t_requests",
+                MetricKind::Counter,
+                series(3001, &|i| {
+                    (
+                        labels(&[("route", format!("r\"{i}\""))]),
+                        Value::Scalar(i as f64),
+                    )
+                }),
+            ),
+            family(
+                "t_refused",
+                MetricKind::Counter,
+                series(1700, &|i| (refused(i), Value::Scalar(1.0))),
+            ),
+            family("t_empty", MetricKind::Gauge, Vec::new()),
+            family(
+                "t_latency_seconds",
+                MetricKind::Histogram,
+                series(2100, &|i| {
+                    let l = if i < 1200 {
+                        labels(&[("le", i.to_string())])
+                    } else {
+                        labels(&[("route", format!("r{i}"))])
+                    };
+                    (l, hist(i))
+                }),
+            ),
+            family(
+                "t_build",
+                MetricKind::Info,
+                series(3, &|i| {
+                    (labels(&[("version", i.to_string())]), Value::Scalar(1.0))
+                }),
+            ),
+            family(
+                "t_inflight",
+                MetricKind::Gauge,
+                series(900, &|i| {
+                    (
+                        labels(&[("w", format!("{}", i % 40))]),
+                        Value::Scalar(-(i as f64)),
+                    )
+                }),
+            ),
+        ];
+        Snapshot { families }
+    }
+
+    #[test]
+    fn a_render_shared_over_threads_equals_a_whole_render() {
+        let snap = cut_snapshot();
+        for format in [Format::Text, Format::OpenMetrics] {
+            let mut want = Vec::new();
+            render_in_shares(&snap, format, &mut want, 1);
+            let text = String::from_utf8(want.clone()).unwrap();
+            assert!(
+                !text.contains("t_refused"),
+                "a family without written series"
+            );
+            assert!(text.contains("t_latency_seconds_bucket{route=\"r1200\",le=\"0.1\"}"));
+            for shares in [2, 3, 4, 5, 8, 13, 64] {
+                let mut got = Vec::with_capacity(1 << 20);
+                render_in_shares(&snap, format, &mut got, shares);
+                assert!(
+                    got == want,
+                    "{format:?} in {shares} shares:\n{}",
+                    String::from_utf8_lossy(&got)
+                );
+            }
+        }
+    }
 
     fn neg(h: &str) -> Format {
         Format::negotiate(Some(h))

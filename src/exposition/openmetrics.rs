@@ -8,42 +8,53 @@
 
 use super::escape::{write_f64_om, write_label_value, write_u64};
 use super::text::write_buckets;
-use super::{family_key, family_ok, finite_buckets, prepare_series, Scratch};
-use crate::snapshot::{Family, MetricKind, Snapshot, Value};
+use super::{
+    family_key, family_ok, finite_buckets, prepare_series, FamilyPart, PartOutcome, Scratch,
+};
+use crate::snapshot::{Family, MetricKind, Value};
 
-/// Writes all families of `snapshot` to `out`, followed by `# EOF`.
-pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scratch) {
-    for fam in &snapshot.families {
+/// Writes `parts` (whole families, or a share's part of them) to `out`; the caller ends the
+/// output with `# EOF`.
+pub(crate) fn render(
+    parts: &[FamilyPart],
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> PartOutcome {
+    let mut outcome = PartOutcome::default();
+    for (i, part) in parts.iter().enumerate() {
+        let fam = part.fam;
         if !family_ok(fam) {
             continue;
         }
         let mark = out.len();
         let name = fam.name.as_bytes();
-        out.extend_from_slice(b"# TYPE ");
-        out.extend_from_slice(name);
-        out.push(b' ');
-        out.extend_from_slice(fam.kind.as_str().as_bytes());
-        out.push(b'\n');
-        if let Some(unit) = unit_of(fam) {
-            out.extend_from_slice(b"# UNIT ");
+        if part.head {
+            out.extend_from_slice(b"# TYPE ");
             out.extend_from_slice(name);
             out.push(b' ');
-            out.extend_from_slice(unit.as_bytes());
+            out.extend_from_slice(fam.kind.as_str().as_bytes());
             out.push(b'\n');
-        }
-        if !fam.help.is_empty() {
-            out.extend_from_slice(b"# HELP ");
-            out.extend_from_slice(name);
-            out.push(b' ');
-            write_label_value(out, &fam.help);
-            out.push(b'\n');
+            if let Some(unit) = unit_of(fam) {
+                out.extend_from_slice(b"# UNIT ");
+                out.extend_from_slice(name);
+                out.push(b' ');
+                out.extend_from_slice(unit.as_bytes());
+                out.push(b'\n');
+            }
+            if !fam.help.is_empty() {
+                out.extend_from_slice(b"# HELP ");
+                out.extend_from_slice(name);
+                out.push(b' ');
+                write_label_value(out, &fam.help);
+                out.push(b'\n');
+            }
         }
 
         let fkey = family_key(fam, true);
         scratch.begin_family(fam, fkey);
         let created_ok = matches!(fam.kind, MetricKind::Counter | MetricKind::Histogram);
         let mut written = 0usize;
-        for series in &fam.series {
+        for series in part.series {
             // Prefixes: scalar `[sample, _created]`; histogram `[buckets…, +Inf, _sum, _count,
             // _created]`.
             let Some(lines) = prepare_series(fam.kind, series, fkey, true, scratch, |l, le, p| {
@@ -101,11 +112,18 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
             }
         }
         scratch.end_family();
-        if written == 0 {
-            out.truncate(mark);
+        if i == 0 && !part.head {
+            outcome.lead = Some((written, part.tail));
+        }
+        if written == 0 && part.head {
+            if part.tail {
+                out.truncate(mark);
+            } else {
+                outcome.open_head = Some(mark);
+            }
         }
     }
-    out.extend_from_slice(b"# EOF\n");
+    outcome
 }
 
 /// The family's unit if it may be written: non-empty, made of metric-name characters, and

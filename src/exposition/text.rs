@@ -6,13 +6,20 @@
 
 use super::escape::{write_f64_text, write_help_text, write_u64};
 use super::{
-    family_key, family_ok, finite_buckets, prepare_series, write_plain_prefix, LinesView, Scratch,
+    family_key, family_ok, finite_buckets, prepare_series, write_plain_prefix, FamilyPart,
+    LinesView, PartOutcome, Scratch,
 };
-use crate::snapshot::{MetricKind, Snapshot, Value};
+use crate::snapshot::{MetricKind, Value};
 
-/// Writes all families of `snapshot` to `out`.
-pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scratch) {
-    for fam in &snapshot.families {
+/// Writes `parts` (whole families, or a share's part of them) to `out`.
+pub(crate) fn render(
+    parts: &[FamilyPart],
+    out: &mut Vec<u8>,
+    scratch: &mut Scratch,
+) -> PartOutcome {
+    let mut outcome = PartOutcome::default();
+    for (i, part) in parts.iter().enumerate() {
+        let fam = part.fam;
         if !family_ok(fam) {
             continue;
         }
@@ -28,25 +35,27 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
         };
         let mark = out.len();
         let name = fam.name.as_bytes();
-        if !fam.help.is_empty() {
-            out.extend_from_slice(b"# HELP ");
+        if part.head {
+            if !fam.help.is_empty() {
+                out.extend_from_slice(b"# HELP ");
+                out.extend_from_slice(name);
+                out.extend_from_slice(suffix);
+                out.push(b' ');
+                write_help_text(out, &fam.help);
+                out.push(b'\n');
+            }
+            out.extend_from_slice(b"# TYPE ");
             out.extend_from_slice(name);
             out.extend_from_slice(suffix);
             out.push(b' ');
-            write_help_text(out, &fam.help);
+            out.extend_from_slice(type_name.as_bytes());
             out.push(b'\n');
         }
-        out.extend_from_slice(b"# TYPE ");
-        out.extend_from_slice(name);
-        out.extend_from_slice(suffix);
-        out.push(b' ');
-        out.extend_from_slice(type_name.as_bytes());
-        out.push(b'\n');
 
         let fkey = family_key(fam, false);
         scratch.begin_family(fam, fkey);
         let mut written = 0usize;
-        for series in &fam.series {
+        for series in part.series {
             if scratch.is_cold() && fam.kind != MetricKind::Histogram {
                 // (A histogram value is refused there: the prefix is only written for scalars.)
                 if let (true, Value::Scalar(v)) = (
@@ -100,10 +109,18 @@ pub(crate) fn render(snapshot: &Snapshot, out: &mut Vec<u8>, scratch: &mut Scrat
             }
         }
         scratch.end_family();
-        if written == 0 {
-            out.truncate(mark);
+        if i == 0 && !part.head {
+            outcome.lead = Some((written, part.tail));
+        }
+        if written == 0 && part.head {
+            if part.tail {
+                out.truncate(mark);
+            } else {
+                outcome.open_head = Some(mark);
+            }
         }
     }
+    outcome
 }
 
 /// Writes a counter, gauge or info sample's value (1 for info) and the line end.
