@@ -245,6 +245,31 @@ pub(crate) struct PartOutcome {
     pub lead: Option<(usize, bool)>,
 }
 
+impl PartOutcome {
+    /// Notes the end of `part` (`first` in its share), of which `written` series were written
+    /// after its metadata lines at `mark` in `out`: a family without series loses those lines
+    /// when it ends here, and keeps them open when it goes on in the next share.
+    pub(crate) fn end_part(
+        &mut self,
+        first: bool,
+        part: &FamilyPart,
+        written: usize,
+        out: &mut Vec<u8>,
+        mark: usize,
+    ) {
+        if first && !part.head {
+            self.lead = Some((written, part.tail));
+        }
+        if written == 0 && part.head {
+            if part.tail {
+                out.truncate(mark);
+            } else {
+                self.open_head = Some(mark);
+            }
+        }
+    }
+}
+
 /// Every family of `snapshot`, whole.
 fn whole(snapshot: &Snapshot) -> Vec<FamilyPart<'_>> {
     snapshot

@@ -112,16 +112,7 @@ pub(crate) fn render(
             }
         }
         scratch.end_family();
-        if i == 0 && !part.head {
-            outcome.lead = Some((written, part.tail));
-        }
-        if written == 0 && part.head {
-            if part.tail {
-                out.truncate(mark);
-            } else {
-                outcome.open_head = Some(mark);
-            }
-        }
+        outcome.end_part(i == 0, part, written, out, mark);
     }
     outcome
 }
