@@ -858,21 +858,22 @@ fn a_large_one_off_read_shared_over_threads_equals_a_full_read() {
             .windows(2)
             .all(|w| otrs_exporter::snapshot::cmp_labels(&w[0].labels, &w[1].labels).is_lt()));
     }
-    // One-off reads racing another process's inserts, rehashes and growth: each one whole,
-    // never fewer series than the one before.
-    let mut kid = child("grow", &path, &[("SEG_N", "30000".into())])
-        .spawn()
-        .unwrap();
-    let (mut reads, mut last) = (0, 0);
-    while kid.try_wait().unwrap().is_none() {
+    // One-off reads racing another process's inserts, rehashes, growth and GC (which folds
+    // the dead workers above into `exited`, keeping their sums): each read whole, its total
+    // never below the one before, and the reads see the other process's series arrive.
+    let before = total(&cold, "t_worker_events");
+    let mut kid = child("churn", &path, &[]).spawn().unwrap();
+    wait_for_line(&mut kid, "ready");
+    let mut last = before;
+    for _ in 0..8 {
         let fams = seg.read(&opts).expect("a one-off read");
-        let now: usize = fams.iter().map(|f| f.series.len()).sum();
-        assert!(now >= last, "series went missing: {now} after {last}");
+        let now = total(&fams, "t_worker_events");
+        assert!(now >= last, "counts went missing: {now} after {last}");
         last = now;
-        reads += 1;
     }
-    assert!(kid.wait().unwrap().success());
-    assert!(reads > 3, "only {reads} reads overlapped the inserts");
+    kid.kill().unwrap();
+    kid.wait().unwrap();
+    assert!(last > before, "the reads overlapped none of the inserts");
     assert_eq!(
         seg.read(&opts).unwrap(),
         seg.read_cached(&opts, &mut ReadCache::new()).unwrap()
