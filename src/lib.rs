@@ -22,4 +22,5 @@ pub mod ingest;
 pub mod segment;
 pub mod selftest;
 pub mod service;
+mod shares;
 pub mod snapshot;

@@ -169,47 +169,42 @@ fn parse_qvalue(v: &str) -> Option<u16> {
 /// or with a value that does not fit the family's type, are skipped; families left without
 /// series are omitted.
 ///
-/// A large snapshot is written by one thread per core (at most [`SHARED_RENDERS`]), each
+/// A large snapshot is written by one thread per core (see [`crate::shares`]), each
 /// taking an equal share of the series into a buffer of its own: without a cache (a CGI
 /// process), escaping and formatting is a third of a scrape.
 pub fn render(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>) {
-    let total = snapshot.series_count();
-    let shares = if total >= SHARED_RENDER_FROM {
-        std::thread::available_parallelism().map_or(1, |n| n.get().min(SHARED_RENDERS))
-    } else {
-        1
-    };
-    render_in_shares(snapshot, format, out, shares);
+    let shares = crate::shares::count(snapshot.series_count(), SHARED_RENDER_FROM);
+    render_in_shares(snapshot, format, out, shares, &mut Scratch::default());
 }
 
-/// [`render`] by `shares` threads.
-fn render_in_shares(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>, shares: usize) {
+/// [`render`] by `shares` threads, the first (on this thread) with `scratch`.
+fn render_in_shares(
+    snapshot: &Snapshot,
+    format: Format,
+    out: &mut Vec<u8>,
+    shares: usize,
+    scratch: &mut Scratch,
+) {
     let total = snapshot.series_count();
     if shares <= 1 || total == 0 {
-        render_parts(&whole(snapshot), format, out, &mut Scratch::default());
+        render_parts(&whole(snapshot), format, out, scratch);
     } else {
         let split = split(snapshot, total, shares);
-        let size = |part: &[FamilyPart]| part.iter().map(|p| p.series.len()).sum::<usize>();
-        let outcomes = std::thread::scope(|s| {
-            let others: Vec<_> = split[1..]
-                .iter()
-                .map(|part| {
-                    let capacity = out.capacity() / total * size(part);
-                    s.spawn(move || {
-                        let mut buf = Vec::with_capacity(capacity);
-                        let outcome = render_parts(part, format, &mut buf, &mut Scratch::default());
-                        (buf, outcome)
-                    })
-                })
-                .collect();
-            let first = render_parts(&split[0], format, out, &mut Scratch::default());
-            let mut outcomes = vec![(Vec::new(), first)];
-            outcomes.extend(others.into_iter().map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            }));
-            outcomes
-        });
+        let capacity = |part: &[FamilyPart]| {
+            out.capacity() / total * part.iter().map(|p| p.series.len()).sum::<usize>()
+        };
+        let capacities: Vec<usize> = split.iter().map(|part| capacity(part)).collect();
+        let (first, others) = crate::shares::run(
+            shares,
+            || render_parts(&split[0], format, out, scratch),
+            |k| {
+                let mut buf = Vec::with_capacity(capacities[k]);
+                let outcome = render_parts(&split[k], format, &mut buf, &mut Scratch::default());
+                (buf, outcome)
+            },
+        );
+        let mut outcomes = vec![(Vec::new(), first)];
+        outcomes.extend(others);
         join_parts(out, outcomes);
     }
     if format == Format::OpenMetrics {
@@ -219,9 +214,6 @@ fn render_in_shares(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>, shar
 
 /// A render of at least this many series is shared out over threads.
 const SHARED_RENDER_FROM: usize = 4096;
-
-/// The most threads a render uses.
-const SHARED_RENDERS: usize = 4;
 
 /// A family, or the part of its series that one share of a render writes.
 pub(crate) struct FamilyPart<'s> {
@@ -445,10 +437,8 @@ pub fn render_cached(
         cache: Some(cache),
         ..Scratch::default()
     };
-    render_parts(&whole(snapshot), format, out, &mut scratch);
-    if format == Format::OpenMetrics {
-        out.extend_from_slice(b"# EOF\n");
-    }
+    // One share: the cache keeps the lines of whole families.
+    render_in_shares(snapshot, format, out, 1, &mut scratch);
     let replayed = scratch.replayed;
     if let Some(cache) = scratch.cache {
         cache.replayed += replayed as u64;
@@ -1035,7 +1025,7 @@ mod tests {
         let snap = cut_snapshot();
         for format in [Format::Text, Format::OpenMetrics] {
             let mut want = Vec::new();
-            render_in_shares(&snap, format, &mut want, 1);
+            render_in_shares(&snap, format, &mut want, 1, &mut Scratch::default());
             let text = String::from_utf8(want.clone()).unwrap();
             assert!(
                 !text.contains("t_refused"),
@@ -1044,7 +1034,7 @@ mod tests {
             assert!(text.contains("t_latency_seconds_bucket{route=\"r1200\",le=\"0.1\"}"));
             for shares in [2, 3, 4, 5, 8, 13, 64] {
                 let mut got = Vec::with_capacity(1 << 20);
-                render_in_shares(&snap, format, &mut got, shares);
+                render_in_shares(&snap, format, &mut got, shares, &mut Scratch::default());
                 assert!(
                     got == want,
                     "{format:?} in {shares} shares:\n{}",
