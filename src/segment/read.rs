@@ -88,9 +88,6 @@ impl Interner {
 /// A one-off read of at least this many series is shared out over threads.
 const COLD_SHARE_FROM: usize = 2048;
 
-/// The most threads a one-off read uses.
-const COLD_SHARES: usize = 4;
-
 /// Series of one family combined over workers: value and earliest creation time.
 type Merged = HashMap<Labels, (Value, Option<f64>)>;
 
@@ -446,38 +443,32 @@ impl Segment {
     }
 
     /// A one-off read's series with `worker` labels, per family and unsorted. A large segment
-    /// is read by one thread per core (at most [`COLD_SHARES`]), each taking an equal share
+    /// is read by one thread per core (see [`crate::shares`]), each taking an equal share
     /// of the index with an interner of its own: a CGI process has nothing cached, and
     /// decoding is most of its scrape.
     fn read_cold(&self, fams: &[Arc<FamilyRec>]) -> Result<Vec<Vec<Series>>, SegmentError> {
-        // A hint only, from a header word that damage can make huge: never more entries
-        // than fit in the file.
-        let fit = self.map().committed() / super::layout::MIN_BLOCK;
-        let series = self.stats().series.min(fit) as usize;
-        let parts = if series >= COLD_SHARE_FROM {
-            std::thread::available_parallelism().map_or(1, |n| n.get().min(COLD_SHARES))
-        } else {
-            1
-        };
+        let series = self.series_hint();
+        let parts = crate::shares::count(series, COLD_SHARE_FROM);
         let hint = series / parts;
-        if parts == 1 {
-            return self.read_share(fams, (0, 1), hint);
-        }
-        std::thread::scope(|s| {
-            let others: Vec<_> = (1..parts)
-                .map(|p| s.spawn(move || self.read_share(fams, (p, parts), hint)))
-                .collect();
-            let mut all = self.read_share(fams, (0, parts), hint)?;
-            for other in others {
-                let share = other
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
-                for (into, more) in all.iter_mut().zip(share) {
-                    into.extend(more);
-                }
+        let (first, others) = crate::shares::run(
+            parts,
+            || self.read_share(fams, (0, parts), hint),
+            |p| self.read_share(fams, (p, parts), hint),
+        );
+        let mut all = first?;
+        for share in others {
+            for (into, more) in all.iter_mut().zip(share?) {
+                into.extend(more);
             }
-            Ok(all)
-        })
+        }
+        Ok(all)
+    }
+
+    /// The number of series the header counts, as a hint for sizing: a header word that
+    /// damage can make huge is never taken for more entries than fit in the file.
+    fn series_hint(&self) -> usize {
+        let fit = self.map().committed() / super::layout::MIN_BLOCK;
+        self.stats().series.min(fit) as usize
     }
 
     /// The series of share `part.0` of `part.1` of the index, per family (see
@@ -552,7 +543,12 @@ impl Segment {
         let mut pids: Vec<Option<u32>> = vec![None; slots as usize];
         let worker_key: Text = Text::from("worker");
         let reads = cache.reads;
+        // Left here only for a one-off read that combines workers (one that labels them
+        // returned above).
         let cold = cache.cold;
+        if cold {
+            cache.interner.reserve(self.series_hint());
+        }
         let mut bytes = Vec::new();
         let mut pairs: Vec<Label> = Vec::with_capacity(8);
         // Series go straight into their family; beside them, for a process that keeps the
@@ -562,13 +558,7 @@ impl Segment {
                 .reserve(cache.family_sizes.get(i).copied().unwrap_or(0));
         }
         let mut meta: Vec<Vec<(u64, u32, u64)>> = (0..fams.len())
-            .map(|i| {
-                Vec::with_capacity(if cold {
-                    0
-                } else {
-                    cache.family_sizes.get(i).copied().unwrap_or(0)
-                })
-            })
+            .map(|i| Vec::with_capacity(cache.family_sizes.get(i).copied().unwrap_or(0)))
             .collect();
         self.for_each_entry(|_, entry, head| {
             let Some(fam) = self.entry_family(&fams, entry, &head)? else {
@@ -635,9 +625,7 @@ impl Segment {
                     value,
                     created,
                 });
-                if !cold {
-                    meta[head.family as usize].push((entry, rank, head.cells));
-                }
+                meta[head.family as usize].push((entry, rank, head.cells));
             } else {
                 let slot = merged[head.family as usize].entry(labels);
                 use std::collections::hash_map::Entry;
@@ -668,10 +656,6 @@ impl Segment {
         for (i, (fam, mut meta)) in out.iter_mut().zip(meta).enumerate() {
             let n = fam.series.len();
             cache.family_sizes.push(n);
-            if cold {
-                crate::snapshot::sort_by_labels(&mut fam.series, |s| &s.labels);
-                continue;
-            }
             let by_rank = order_by_rank(&meta);
             let ranked = by_rank.is_some();
             let order =
