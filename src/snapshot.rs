@@ -88,7 +88,7 @@ impl Series {
 }
 
 /// A metric family: name, help, type, optional unit and its series.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Family {
     /// Family name without type suffixes (`otrs_http_requests`, not `otrs_http_requests_total`).
     pub name: String,
@@ -100,6 +100,21 @@ pub struct Family {
     pub unit: Option<String>,
     /// The series of this family.
     pub series: Vec<Series>,
+    /// Set by a producer that checked `series` to be in strictly ascending label order
+    /// (sorted, no two alike), so [`Snapshot::normalize`] need not walk them again. Whoever
+    /// adds or reorders series afterwards clears it. Not part of equality or serialization.
+    #[serde(skip)]
+    pub ordered: bool,
+}
+
+impl PartialEq for Family {
+    fn eq(&self, other: &Family) -> bool {
+        self.name == other.name
+            && self.help == other.help
+            && self.kind == other.kind
+            && self.unit == other.unit
+            && self.series == other.series
+    }
 }
 
 impl Family {
@@ -111,6 +126,7 @@ impl Family {
             kind,
             unit: None,
             series: Vec::new(),
+            ordered: false,
         }
     }
 
@@ -122,6 +138,7 @@ impl Family {
 
     /// Adds a scalar series from borrowed label pairs (builder style helper for collectors).
     pub fn push(&mut self, labels: &[(&str, &str)], value: f64) {
+        self.ordered = false;
         self.series.push(Series::scalar(
             labels
                 .iter()
@@ -149,7 +166,10 @@ impl Snapshot {
         let mut dropped = 0;
         for fam in self.families.drain(..) {
             match merged.get_mut(&fam.name) {
-                Some(existing) if existing.kind == fam.kind => existing.series.extend(fam.series),
+                Some(existing) if existing.kind == fam.kind => {
+                    existing.series.extend(fam.series);
+                    existing.ordered = false;
+                }
                 Some(_) => dropped += 1,
                 None => {
                     merged.insert(fam.name.clone(), fam);
@@ -158,11 +178,10 @@ impl Snapshot {
         }
         self.families = merged.into_values().collect();
         for fam in &mut self.families {
-            // Strictly ascending (the segment's usual output) means sorted and unique.
-            if fam
-                .series
-                .is_sorted_by(|a, b| cmp_labels(&a.labels, &b.labels).is_lt())
-            {
+            // Strictly ascending (the segment's usual output) means sorted and unique; a
+            // family its producer checked is not walked again.
+            if fam.ordered || strictly_ascending(&fam.series) {
+                fam.ordered = true;
                 continue;
             }
             sort_by_labels(&mut fam.series, |s| &s.labels);
@@ -174,6 +193,7 @@ impl Snapshot {
                 merge_value(&mut earlier.value, &later.value);
                 true
             });
+            fam.ordered = true;
         }
         dropped
     }
@@ -182,6 +202,11 @@ impl Snapshot {
     pub fn series_count(&self) -> usize {
         self.families.iter().map(|f| f.series.len()).sum()
     }
+}
+
+/// Whether `series` are in strictly ascending [`cmp_labels`] order: sorted, no two alike.
+pub fn strictly_ascending(series: &[Series]) -> bool {
+    series.is_sorted_by(|a, b| cmp_labels(&a.labels, &b.labels).is_lt())
 }
 
 /// Orders label sets lexicographically, like `Vec::cmp`, but skips comparing the bytes of
@@ -491,6 +516,39 @@ mod tests {
         let s = &snap.families[1].series;
         assert_eq!(s.len(), 2);
         assert_eq!(s[0].value, Value::Scalar(3.0));
+    }
+
+    #[test]
+    fn normalize_trusts_a_checked_order_until_series_are_added() {
+        let mut a = Family::new("m", "M", MetricKind::Gauge);
+        a.push(&[("x", "2")], 1.0);
+        a.push(&[("x", "1")], 1.0);
+        assert!(!a.ordered, "push clears the mark");
+        // Marked ordered by its producer: normalize does not walk (or sort) it.
+        a.ordered = true;
+        let mut snap = Snapshot {
+            families: vec![a.clone()],
+        };
+        snap.normalize();
+        assert_eq!(snap.families[0].series, a.series);
+        // Merged with another family of the same name, it is checked (and sorted) again.
+        let mut b = Family::new("m", "M", MetricKind::Gauge);
+        b.push(&[("x", "0")], 1.0);
+        b.ordered = true;
+        let mut snap = Snapshot {
+            families: vec![a, b],
+        };
+        snap.normalize();
+        let fam = &snap.families[0];
+        assert!(strictly_ascending(&fam.series), "{:?}", fam.series);
+        assert!(fam.ordered, "normalize marks what it sorted");
+        // A family normalize found in order is marked too.
+        let mut c = Family::new("c", "C", MetricKind::Gauge);
+        c.push(&[("x", "1")], 1.0);
+        c.push(&[("x", "2")], 1.0);
+        let mut snap = Snapshot { families: vec![c] };
+        snap.normalize();
+        assert!(snap.families[0].ordered);
     }
 
     #[test]

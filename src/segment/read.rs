@@ -232,6 +232,9 @@ struct Plan {
 struct PlannedFamily {
     rec: Arc<FamilyRec>,
     rows: Vec<(u64, u64, Labels)>,
+    /// The rows were checked to be in strictly ascending label order (see
+    /// [`Family::ordered`]): a replay, which keeps the order, is not checked again.
+    ordered: bool,
 }
 
 /// What a process that reads the segment repeatedly (a FastCGI worker) keeps between reads:
@@ -393,6 +396,7 @@ impl Segment {
                         created: read_created(m, *entry, &pf.rec),
                     })
                     .collect(),
+                ordered: pf.ordered,
                 ..empty_family(&pf.rec)
             })
             .collect();
@@ -670,7 +674,10 @@ impl Segment {
                 }
             }
             if planning && n > 0 {
+                // Checked once here instead of by every scrape's normalize.
+                fam.ordered = crate::snapshot::strictly_ascending(&fam.series);
                 planned.push(PlannedFamily {
+                    ordered: fam.ordered,
                     rec: fams[i].clone(),
                     rows: meta
                         .iter()
