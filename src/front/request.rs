@@ -113,6 +113,37 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// The body.
     pub body: Vec<u8>,
+    /// Kept only to be dropped with the response, after it was sent.
+    retained: Retained,
+}
+
+/// What a [`Response`] keeps only to drop it after the front end sent the response (see
+/// [`Response::retaining`]). Clones hold nothing, and it never takes part in comparisons.
+#[derive(Default)]
+struct Retained(Option<Box<dyn std::any::Any + Send>>);
+
+impl Clone for Retained {
+    fn clone(&self) -> Retained {
+        Retained(None)
+    }
+}
+
+impl PartialEq for Retained {
+    fn eq(&self, _: &Retained) -> bool {
+        true
+    }
+}
+
+impl Eq for Retained {}
+
+impl std::fmt::Debug for Retained {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Retained(..)"
+        } else {
+            "Retained"
+        })
+    }
 }
 
 /// Content type used when a response names none.
@@ -125,7 +156,15 @@ impl Response {
             status,
             headers: vec![("Content-Type".into(), content_type.into())],
             body: body.into(),
+            retained: Retained::default(),
         }
+    }
+
+    /// Keeps `what` (say, the snapshot a scrape rendered) until the response is dropped,
+    /// which every front end does after sending it: freeing it is then off the reply's path.
+    pub fn retaining(mut self, what: impl Send + 'static) -> Response {
+        self.retained = Retained(Some(Box::new(what)));
+        self
     }
 
     /// A `text/plain` response, e.g. for errors.
@@ -226,6 +265,20 @@ mod tests {
     }
 
     #[test]
+    fn a_retained_value_lives_as_long_as_the_response_and_no_clone_holds_it() {
+        let probe = std::sync::Arc::new(());
+        let r = Response::text(200, "x").retaining(probe.clone());
+        assert_eq!(std::sync::Arc::strong_count(&probe), 2);
+        let copy = r.clone();
+        assert_eq!(copy, r, "what a response retains is not part of it");
+        assert_eq!(std::sync::Arc::strong_count(&probe), 2);
+        drop(copy);
+        assert_eq!(std::sync::Arc::strong_count(&probe), 2);
+        drop(r);
+        assert_eq!(std::sync::Arc::strong_count(&probe), 1);
+    }
+
+    #[test]
     fn path_prefers_request_uri() {
         let r = Request::from_cgi_params(
             params(&[
@@ -301,6 +354,7 @@ mod tests {
             status: 404,
             headers: vec![],
             body: b"nope".to_vec(),
+            retained: Retained::default(),
         }
         .write_cgi(&mut head, true);
         assert_eq!(
