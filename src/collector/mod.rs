@@ -71,4 +71,11 @@ pub trait Collector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Produces the families this collector owns.
     fn collect(&self, ctx: &Context) -> Result<Vec<Family>, CollectError>;
+    /// Whether the thread serving the scrape `ctx` may run this collector itself, after
+    /// handing the others to their threads, instead of waking a thread for it. Only for a
+    /// collector that waits on nothing but this machine's memory, or for a bound well within
+    /// the time `ctx` has left: the scrape cannot answer before it returns.
+    fn inline(&self, _ctx: &Context) -> bool {
+        false
+    }
 }

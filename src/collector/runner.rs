@@ -132,13 +132,16 @@ impl Runner {
     ) {
         let (tx, rx) = mpsc::channel();
         let mut pending = 0;
-        for (i, c) in stage {
+        // One collector that may run here does, once the others are on their way: a scrape
+        // then wakes one thread fewer.
+        let here = stage.iter().position(|(_, c)| c.inline(ctx));
+        for (n, (i, c)) in stage.iter().enumerate() {
+            if Some(n) == here {
+                continue;
+            }
             let (i, c, tx, ctx) = (*i, c.clone(), tx.clone(), ctx.clone());
             let spawned = self.pools[i].execute(move || {
-                let t = Instant::now();
-                let r = catch_unwind(AssertUnwindSafe(|| c.collect(&ctx)))
-                    .unwrap_or_else(|_| Err(super::CollectError::new("collector panicked")));
-                let _ = tx.send((i, t.elapsed(), r));
+                let _ = tx.send(collect_caught(i, &*c, &ctx));
             });
             match spawned {
                 Ok(()) => pending += 1,
@@ -150,6 +153,10 @@ impl Runner {
                     })
                 }
             }
+        }
+        if let Some((i, c)) = here.map(|n| &stage[n]) {
+            let _ = tx.send(collect_caught(*i, &**c, ctx));
+            pending += 1;
         }
         drop(tx);
         while pending > 0 {
@@ -177,6 +184,18 @@ impl Runner {
             pending -= 1;
         }
     }
+}
+
+/// Runs collector `c` (number `i`), timed, with a panic turned into its failure.
+fn collect_caught(
+    i: usize,
+    c: &dyn Collector,
+    ctx: &Context,
+) -> (usize, Duration, Result<Vec<Family>, super::CollectError>) {
+    let t = Instant::now();
+    let r = catch_unwind(AssertUnwindSafe(|| c.collect(ctx)))
+        .unwrap_or_else(|_| Err(super::CollectError::new("collector panicked")));
+    (i, t.elapsed(), r)
 }
 
 /// `otrs_exporter_collector_duration_seconds`, `..._collector_success` and
@@ -214,6 +233,7 @@ fn meta_families(outcomes: &[Outcome], duration: Duration) -> Vec<Family> {
 mod tests {
     use super::*;
     use crate::collector::CollectError;
+    use std::sync::Mutex;
 
     struct Fixed(&'static str, Duration, bool);
     impl Collector for Fixed {
@@ -229,6 +249,72 @@ mod tests {
             f.push(&[], 1.0);
             Ok(vec![f])
         }
+    }
+
+    /// Meets its partner (another `Meet`) through a pair of channels: it succeeds only if
+    /// both run at the same time. Records the thread it ran on.
+    struct Meet {
+        name: &'static str,
+        inline: bool,
+        tell: Mutex<mpsc::Sender<()>>,
+        hear: Mutex<mpsc::Receiver<()>>,
+        ran_on: Mutex<Option<std::thread::ThreadId>>,
+    }
+    impl Collector for Meet {
+        fn name(&self) -> &'static str {
+            self.name
+        }
+        fn inline(&self, _: &Context) -> bool {
+            self.inline
+        }
+        fn collect(&self, _: &Context) -> Result<Vec<Family>, CollectError> {
+            *self.ran_on.lock().unwrap() = Some(std::thread::current().id());
+            let _ = self.tell.lock().unwrap().send(());
+            let met = self
+                .hear
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(10));
+            met.map(|_| Vec::new())
+                .map_err(|_| CollectError::new("partner never ran alongside"))
+        }
+    }
+
+    #[test]
+    fn an_inline_collector_runs_on_the_scraping_thread_alongside_the_others() {
+        let (a_tx, a_rx) = mpsc::channel();
+        let (b_tx, b_rx) = mpsc::channel();
+        let meet = |name, inline, tell, hear| Meet {
+            name,
+            inline,
+            tell: Mutex::new(tell),
+            hear: Mutex::new(hear),
+            ran_on: Mutex::new(None),
+        };
+        let here = Arc::new(meet("here", true, a_tx, b_rx));
+        let pooled = Arc::new(meet("pooled", false, b_tx, a_rx));
+        struct Shared(Arc<Meet>);
+        impl Collector for Shared {
+            fn name(&self) -> &'static str {
+                self.0.name()
+            }
+            fn inline(&self, ctx: &Context) -> bool {
+                self.0.inline(ctx)
+            }
+            fn collect(&self, ctx: &Context) -> Result<Vec<Family>, CollectError> {
+                self.0.collect(ctx)
+            }
+        }
+        // Registered first, so it would be handed out first if it were not run here.
+        let runner = Runner::new()
+            .with(Shared(here.clone()))
+            .with(Shared(pooled.clone()));
+        let s = runner.run(&Selection::All, Duration::from_secs(20));
+        assert_eq!(success(&s, "here"), 1.0, "{:?}", s.outcomes);
+        assert_eq!(success(&s, "pooled"), 1.0, "{:?}", s.outcomes);
+        let me = std::thread::current().id();
+        assert_eq!(*here.ran_on.lock().unwrap(), Some(me));
+        assert_ne!(*pooled.ran_on.lock().unwrap(), Some(me));
     }
 
     fn success(s: &Scrape, name: &str) -> f64 {

@@ -75,6 +75,16 @@ impl Collector for SegmentCollector {
         "segment"
     }
 
+    /// The segment is memory; its only waits are for the lock, each bounded by
+    /// `segment.lock_timeout_ms` (1 s by default): run here while the scrape has time for
+    /// two of them (a read, and the retry of one that found damage).
+    fn inline(&self, ctx: &Context) -> bool {
+        let left = ctx
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        left > 2 * self.source.options().lock_timeout + std::time::Duration::from_millis(100)
+    }
+
     fn collect(&self, _ctx: &Context) -> Result<Vec<Family>, CollectError> {
         let seg = self.source.get().map_err(CollectError::new)?;
         // The first scrape of a process (and CGI's only one) reads cold; later scrapes reuse
