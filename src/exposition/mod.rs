@@ -418,6 +418,16 @@ impl RenderCache {
         RenderCache::default()
     }
 
+    /// Label sets whose text is kept.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether no label set's text is kept.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
     /// How many series were written from a family's run (its series came in the same order
     /// as in a previous render) instead of being looked up one by one.
     pub fn replayed(&self) -> u64 {
@@ -790,7 +800,15 @@ pub(crate) fn prepare_series<'s>(
         run,
         replayed,
     } = scratch;
-    if let Some(cache) = cache.as_deref_mut() {
+    // A label set nothing but this snapshot holds (a collector built it for this scrape, as
+    // the process collectors do) never comes again: caching it would only grow the map until
+    // a sweep, and its family gets no run. (A run holds its label sets, so a replayed one is
+    // never fresh.)
+    let fresh = Arc::strong_count(&series.labels) == 1;
+    if fresh && matches!(run, RunState::Build { .. }) {
+        *run = RunState::Off;
+    }
+    if let (Some(cache), false) = (cache.as_deref_mut(), fresh) {
         let mut hit = None;
         if let RunState::Replay {
             next,
@@ -1335,5 +1353,54 @@ mod tests {
             }
         }
         assert!(cache.replayed() > 0, "runs were replayed");
+    }
+
+    #[test]
+    fn label_sets_built_for_one_scrape_are_not_cached() {
+        let kept: Vec<Labels> = (0..50)
+            .map(|i| vec![(Text::from("route"), Text::from(format!("/r{i}")))].into())
+            .collect();
+        let mut cache = RenderCache::new();
+        for round in 0..40 {
+            let mut seg = Family::new("x_requests", "R.", MetricKind::Counter);
+            seg.series = kept
+                .iter()
+                .map(|l| Series {
+                    labels: l.clone(),
+                    value: Value::Scalar(round as f64),
+                    created: None,
+                })
+                .collect();
+            // Built anew each scrape, as the process collectors do, in a family of its own
+            // and beside kept label sets.
+            let mut procs = Family::new("x_process_threads", "T.", MetricKind::Gauge);
+            let mut mixed = Family::new("x_mixed", "M.", MetricKind::Gauge);
+            for i in 0..30 {
+                let pid = (round * 100 + i).to_string();
+                procs.push(&[("worker", &pid)], 1.0);
+                mixed.push(&[("worker", &pid)], 2.0);
+            }
+            mixed.series.push(Series {
+                labels: kept[0].clone(),
+                value: Value::Scalar(3.0),
+                created: None,
+            });
+            let mut s = Snapshot {
+                families: vec![seg, procs, mixed],
+            };
+            s.normalize();
+            for format in [Format::Text, Format::OpenMetrics] {
+                let (mut cold, mut warm) = (Vec::new(), Vec::new());
+                render(&s, format, &mut cold);
+                render_cached(&s, format, &mut warm, &mut cache);
+                assert_eq!(warm, cold, "round {round} {format:?}");
+            }
+            assert!(
+                cache.len() <= kept.len(),
+                "round {round}: {} kept",
+                cache.len()
+            );
+        }
+        assert!(cache.replayed() > 0, "the kept family is replayed");
     }
 }
