@@ -35,6 +35,11 @@ impl Collector for ExporterCollector {
         "exporter"
     }
 
+    /// Build figures and the segment's header: as [`SegmentCollector`](super::segment::SegmentCollector).
+    fn inline(&self, ctx: &Context) -> bool {
+        self.source.in_time_for(ctx)
+    }
+
     fn collect(&self, _ctx: &Context) -> Result<Vec<Family>, CollectError> {
         let mut build = Family::new(
             "otrs_exporter_build",

@@ -132,11 +132,11 @@ impl Runner {
     ) {
         let (tx, rx) = mpsc::channel();
         let mut pending = 0;
-        // One collector that may run here does, once the others are on their way: a scrape
-        // then wakes one thread fewer.
-        let here = stage.iter().position(|(_, c)| c.inline(ctx));
+        // Collectors that may run here do, one after the other, once the others are on their
+        // way: each is a thread the scrape does not wake.
+        let here: Vec<bool> = stage.iter().map(|(_, c)| c.inline(ctx)).collect();
         for (n, (i, c)) in stage.iter().enumerate() {
-            if Some(n) == here {
+            if here[n] {
                 continue;
             }
             let (i, c, tx, ctx) = (*i, c.clone(), tx.clone(), ctx.clone());
@@ -154,9 +154,11 @@ impl Runner {
                 }
             }
         }
-        if let Some((i, c)) = here.map(|n| &stage[n]) {
-            let _ = tx.send(collect_caught(*i, &**c, ctx));
-            pending += 1;
+        for (n, (i, c)) in stage.iter().enumerate() {
+            if here[n] {
+                let _ = tx.send(collect_caught(*i, &**c, ctx));
+                pending += 1;
+            }
         }
         drop(tx);
         while pending > 0 {

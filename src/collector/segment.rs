@@ -28,6 +28,17 @@ impl SegmentSource {
         &self.opts
     }
 
+    /// Whether the scrape `ctx` has time left for two of the segment's lock waits (each
+    /// bounded by `segment.lock_timeout_ms`, 1 s by default): a read, and the retry of one
+    /// that found damage. Memory is all a segment collector waits on besides the lock, so
+    /// it may then run on the scraping thread ([`Collector::inline`]).
+    pub fn in_time_for(&self, ctx: &Context) -> bool {
+        let left = ctx
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        left > 2 * self.opts.lock_timeout + std::time::Duration::from_millis(100)
+    }
+
     /// The open segment, (re)opening it when needed.
     pub fn get(&self) -> Result<Segment, SegmentError> {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
@@ -75,14 +86,8 @@ impl Collector for SegmentCollector {
         "segment"
     }
 
-    /// The segment is memory; its only waits are for the lock, each bounded by
-    /// `segment.lock_timeout_ms` (1 s by default): run here while the scrape has time for
-    /// two of them (a read, and the retry of one that found damage).
     fn inline(&self, ctx: &Context) -> bool {
-        let left = ctx
-            .deadline
-            .saturating_duration_since(std::time::Instant::now());
-        left > 2 * self.source.options().lock_timeout + std::time::Duration::from_millis(100)
+        self.source.in_time_for(ctx)
     }
 
     fn collect(&self, _ctx: &Context) -> Result<Vec<Family>, CollectError> {
