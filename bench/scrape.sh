@@ -149,11 +149,9 @@ LINES=$(curl -sf -H "$AUTH" "http://127.0.0.1:$NGINX_PORT$METRICS" | grep -c '^o
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$AUTH" "http://127.0.0.1:$CGI_PORT$METRICS")" = 200 ] || {
   echo "CGI via fcgiwrap failed:" >&2; curl -s -H "$AUTH" "http://127.0.0.1:$CGI_PORT$METRICS" | head -5 >&2; cat "$T/error.log" "$T/fcgiwrap.log" "$T/exporter.log" >&2; exit 1; }
 
-# wrk --latency, one connection (latency, not queueing); prints "p50 p99 req/s" in ms.
-measure() {
-  local url=$1 secs=$2
-  wrk -t1 -c1 -d1s -H "$AUTH" "$url" >/dev/null # warm caches
-  wrk -t1 -c1 -d"${secs}s" --latency -H "$AUTH" "$url" | python3 -c '
+# Reads wrk --latency output; prints "p50 p99 req/s requests" (latencies in ms).
+wrk_figures() {
+  python3 -c '
 import sys, re
 text = sys.stdin.read()
 def ms(v):
@@ -162,42 +160,39 @@ def ms(v):
 p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
 p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+n = int(re.search(r"(\d+) requests in", text).group(1))
 bad = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 if bad: sys.exit("non-2xx responses: " + bad.group(1))
-print(f"{p50:.2f} {p99:.2f} {rps:.0f}")'
+print(f"{p50:.2f} {p99:.2f} {rps:.0f} {n}")'
+}
+
+# wrk --latency, one connection (latency, not queueing), back-to-back after a 1 s warm-up.
+measure() {
+  local url=$1 secs=$2
+  wrk -t1 -c1 -d1s -H "$AUTH" "$url" >/dev/null # warm caches
+  wrk -t1 -c1 -d"${secs}s" --latency -H "$AUTH" "$url" | wrk_figures
 }
 
 # Paced: one scrape every 1/RATE s on a kept-alive connection, as a scraper does (Prometheus
 # scrapes every 15 s; several scrapers and a short interval are still far below back-to-back):
 # the latency of a scrape that does not queue behind the previous one's transfer, and finds
-# the CPU caches cold. wrk waits 1/RATE s before each request (its Lua `delay` hook) and times
-# each one as above; prints "p50 p99 scrapes".
+# the CPU caches cold. wrk waits 1/RATE s before each request (its Lua `delay` hook).
 PACED_SECS=${PACED_SECS:-15}
 PACED_RATE=${PACED_RATE:-20}
 printf 'function delay()\n  return %d\nend\n' "$((1000 / PACED_RATE))" > "$T/paced.lua"
 paced() {
-  wrk -t1 -c1 -d"${PACED_SECS}s" --latency -s "$T/paced.lua" -H "$AUTH" "$1" | python3 -c '
-import sys, re
-text = sys.stdin.read()
-def ms(v):
-    n, u = re.match(r"([\d.]+)(us|ms|s)", v).groups()
-    return float(n) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[u]
-p50 = ms(re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1))
-p99 = ms(re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1))
-n = int(re.search(r"(\d+) requests in", text).group(1))
-if re.search(r"Non-2xx or 3xx responses", text): sys.exit("paced: non-2xx responses")
-print(f"{p50:.2f} {p99:.2f} {n}")'
+  wrk -t1 -c1 -d"${PACED_SECS}s" --latency -s "$T/paced.lua" -H "$AUTH" "$1" | wrk_figures
 }
 
 echo "bench: $SERIES series over $WORKERS workers, scrape = $LINES request-counter lines, $BYTES bytes; ${SECS}s per run, 1 connection" >&2
-read -r A50 A99 ARPS < <(measure "http://127.0.0.1:$NGINX_PORT$METRICS" "$SECS")
-read -r B50 B99 BRPS < <(measure "http://127.0.0.1:$CGI_PORT$METRICS" "$SECS")
-read -r C50 C99 CRPS < <(measure "http://127.0.0.1:$HTTP_PORT$METRICS" "$SECS")
-read -r E50 E99 ERPS < <(measure "http://127.0.0.1:$FCGID_PORT$METRICS" "$SECS")
-read -r F50 F99 FRPS < <(measure "http://127.0.0.1:$MODCGI_PORT$METRICS" "$SECS")
+read -r A50 A99 ARPS _ < <(measure "http://127.0.0.1:$NGINX_PORT$METRICS" "$SECS")
+read -r B50 B99 BRPS _ < <(measure "http://127.0.0.1:$CGI_PORT$METRICS" "$SECS")
+read -r C50 C99 CRPS _ < <(measure "http://127.0.0.1:$HTTP_PORT$METRICS" "$SECS")
+read -r E50 E99 ERPS _ < <(measure "http://127.0.0.1:$FCGID_PORT$METRICS" "$SECS")
+read -r F50 F99 FRPS _ < <(measure "http://127.0.0.1:$MODCGI_PORT$METRICS" "$SECS")
 
-read -r PA50 PA99 PAN < <(paced "http://127.0.0.1:$NGINX_PORT$METRICS")
-read -r PE50 PE99 PEN < <(paced "http://127.0.0.1:$FCGID_PORT$METRICS")
+read -r PA50 PA99 _ PAN < <(paced "http://127.0.0.1:$NGINX_PORT$METRICS")
+read -r PE50 PE99 _ PEN < <(paced "http://127.0.0.1:$FCGID_PORT$METRICS")
 
 # CGI cold scrape: exec the binary with a CGI environment, as mod_cgi would, no web server.
 read -r D50 D99 DRPS < <(
