@@ -184,7 +184,10 @@ impl Snapshot {
                 fam.ordered = true;
                 continue;
             }
-            sort_by_labels(&mut fam.series, |s| &s.labels);
+            fam.ordered = true;
+            if sort_by_labels(&mut fam.series, |s| &s.labels) {
+                continue;
+            }
             // Two series with identical labels would make the output invalid; sum them.
             fam.series.dedup_by(|later, earlier| {
                 if cmp_labels(&later.labels, &earlier.labels).is_ne() {
@@ -193,7 +196,6 @@ impl Snapshot {
                 merge_value(&mut earlier.value, &later.value);
                 true
             });
-            fam.ordered = true;
         }
         dropped
     }
@@ -236,19 +238,31 @@ pub fn cmp_labels(a: &[Label], b: &[Label]) -> std::cmp::Ordering {
 /// once among all texts, each item's labels become a run of `(name rank, value rank)`, and the
 /// runs compare as integer slices (usually packed into one `u128`), which orders exactly as
 /// [`cmp_labels`] does.
-pub fn sort_by_labels<T>(items: &mut [T], labels: impl Fn(&T) -> &[Label]) {
+///
+/// Returns whether no two items have the same labels, that is, whether `items` are now in
+/// strictly ascending order (see [`Family::ordered`]): the keys tell without another walk.
+pub fn sort_by_labels<T>(items: &mut [T], labels: impl Fn(&T) -> &[Label]) -> bool {
     const BY_STRINGS_BELOW: usize = 64;
     if items.len() < BY_STRINGS_BELOW {
         items.sort_unstable_by(|a, b| cmp_labels(labels(a), labels(b)));
-        return;
+        return items
+            .windows(2)
+            .all(|w| cmp_labels(labels(&w[0]), labels(&w[1])).is_lt());
     }
-    let order = label_order(items, labels);
+    let (order, distinct) = label_order_checked(items, labels);
     apply_order(items, order);
+    distinct
 }
 
 /// The order [`sort_by_labels`] would put `items` in, as indices: position `k` of the sorted
 /// sequence holds `items[order[k]]`. Lets a caller sort parallel vectors the same way.
 pub fn label_order<T>(items: &[T], labels: impl Fn(&T) -> &[Label]) -> Vec<u32> {
+    label_order_checked(items, labels).0
+}
+
+/// [`label_order`], and whether no two items have the same labels (two items have equal keys
+/// exactly when their label sets are equal).
+fn label_order_checked<T>(items: &[T], labels: impl Fn(&T) -> &[Label]) -> (Vec<u32>, bool) {
     let n = items.len();
     let (keys, spans) = {
         let mut ids: rustc_hash::FxHashMap<*const u8, u32> = Default::default();
@@ -309,16 +323,26 @@ pub fn label_order<T>(items: &[T], labels: impl Fn(&T) -> &[Label]) -> Vec<u32> 
             .map(|i| ((pack(i) as u64) << index_bits) | i as u64)
             .collect();
         packed.sort_unstable();
+        let distinct = packed
+            .windows(2)
+            .all(|w| w[0] >> index_bits != w[1] >> index_bits);
         let mask = (1u64 << index_bits) - 1;
-        packed.into_iter().map(|k| (k & mask) as u32).collect()
+        (
+            packed.into_iter().map(|k| (k & mask) as u32).collect(),
+            distinct,
+        )
     } else if key_bits <= 128 {
         let mut packed: Vec<(u128, u32)> = (0..n).map(|i| (pack(i), i as u32)).collect();
         packed.sort_unstable();
-        packed.into_iter().map(|(_, i)| i).collect()
+        let distinct = packed.windows(2).all(|w| w[0].0 != w[1].0);
+        (packed.into_iter().map(|(_, i)| i).collect(), distinct)
     } else {
         let mut perm: Vec<u32> = (0..n as u32).collect();
         perm.sort_unstable_by(|&a, &b| key(a as usize).cmp(key(b as usize)));
-        perm
+        let distinct = perm
+            .windows(2)
+            .all(|w| key(w[0] as usize) != key(w[1] as usize));
+        (perm, distinct)
     }
 }
 
@@ -409,6 +433,7 @@ mod tests {
         // size where integer keys take over.
         let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let shared: Vec<Text> = ["", "a", "ab", "b", "é", "a\n"].map(Text::from).to_vec();
+        let mut seen_distinct = [false; 2];
         // Up to 3 labels pack into one u128; up to 40 take the slice comparison.
         for (n, most) in [0, 1, 5, 63, 64, 65, 500, 3000, 64, 700]
             .into_iter()
@@ -431,13 +456,20 @@ mod tests {
                 .collect();
             let mut want = items.clone();
             want.sort_by(|a, b| cmp_labels(a, b));
-            sort_by_labels(&mut items, |l| l);
+            let distinct = sort_by_labels(&mut items, |l| l);
+            assert_eq!(
+                distinct,
+                items.windows(2).all(|w| cmp_labels(&w[0], &w[1]).is_lt()),
+                "n={n}"
+            );
+            seen_distinct[usize::from(distinct)] = true;
             assert_eq!(items.len(), want.len());
             for (got, want) in items.iter().zip(&want) {
                 assert_eq!(cmp_labels(got, want), std::cmp::Ordering::Equal, "n={n}");
             }
             assert!(items.is_sorted_by(|a, b| cmp_labels(a, b).is_le()));
         }
+        assert_eq!(seen_distinct, [true, true], "both answers were checked");
     }
 
     #[test]
@@ -474,9 +506,26 @@ mod tests {
                 .collect();
             let mut want = items.clone();
             want.sort_by(|a, b| cmp_labels(a, b));
-            sort_by_labels(&mut items, |l| l);
+            let distinct = sort_by_labels(&mut items, |l| l);
             assert_eq!(items, want, "fields={fields} alphabet={alphabet}");
+            // Small alphabets give duplicates, 5000 values in 4 or more fields none.
+            assert_eq!(distinct, strictly_ascending_labels(&items));
+            assert_eq!(
+                distinct,
+                alphabet == 5000,
+                "fields={fields} alphabet={alphabet}"
+            );
+            // One duplicate among otherwise distinct sets is found.
+            if distinct {
+                let mut with_twin = items.clone();
+                with_twin.push(items[n / 2].clone());
+                assert!(!sort_by_labels(&mut with_twin, |l| l));
+            }
         }
+    }
+
+    fn strictly_ascending_labels(items: &[Labels]) -> bool {
+        items.windows(2).all(|w| cmp_labels(&w[0], &w[1]).is_lt())
     }
 
     #[test]

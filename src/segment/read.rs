@@ -535,7 +535,7 @@ impl Segment {
         if cache.cold && opts.worker_label {
             for (fam, series) in out.iter_mut().zip(self.read_cold(&fams)?) {
                 fam.series = series;
-                crate::snapshot::sort_by_labels(&mut fam.series, |s| &s.labels);
+                fam.ordered = crate::snapshot::sort_by_labels(&mut fam.series, |s| &s.labels);
             }
             out.retain(|f| !f.series.is_empty());
             return Ok(out);
