@@ -460,8 +460,13 @@ impl Segment {
             |p| self.read_share(fams, (p, parts), hint),
         );
         let mut all = first?;
+        let others = others.into_iter().collect::<Result<Vec<_>, _>>()?;
+        for (i, into) in all.iter_mut().enumerate() {
+            // Grown once to its final length (10k series would be moved again otherwise).
+            into.reserve_exact(others.iter().map(|share| share[i].len()).sum());
+        }
         for share in others {
-            for (into, more) in all.iter_mut().zip(share?) {
+            for (into, more) in all.iter_mut().zip(share) {
                 into.extend(more);
             }
         }
