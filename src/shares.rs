@@ -11,7 +11,10 @@ pub(crate) fn count(items: usize, from: usize) -> usize {
     if items < from {
         return 1;
     }
-    std::thread::available_parallelism().map_or(1, |n| n.get().min(MAX_SHARES))
+    // Asked once per process: each call reads the cgroup's CPU quota files anew.
+    static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    cores.min(MAX_SHARES)
 }
 
 /// Runs share 0 with `first` on this thread and shares `1..shares` with `rest` on scoped
