@@ -179,13 +179,13 @@ impl Snapshot {
         self.families = merged.into_values().collect();
         for fam in &mut self.families {
             // Strictly ascending (the segment's usual output) means sorted and unique; a
-            // family its producer checked is not walked again.
-            if fam.ordered || strictly_ascending(&fam.series) {
-                fam.ordered = true;
-                continue;
-            }
+            // family its producer checked is not walked again, and one whose sort found no
+            // repeats needs no merging.
+            let unique = fam.ordered
+                || strictly_ascending(&fam.series, |s| &s.labels)
+                || sort_by_labels(&mut fam.series, |s| &s.labels);
             fam.ordered = true;
-            if sort_by_labels(&mut fam.series, |s| &s.labels) {
+            if unique {
                 continue;
             }
             // Two series with identical labels would make the output invalid; sum them.
@@ -206,9 +206,10 @@ impl Snapshot {
     }
 }
 
-/// Whether `series` are in strictly ascending [`cmp_labels`] order: sorted, no two alike.
-pub fn strictly_ascending(series: &[Series]) -> bool {
-    series.is_sorted_by(|a, b| cmp_labels(&a.labels, &b.labels).is_lt())
+/// Whether `items` are in strictly ascending [`cmp_labels`] order of their labels: sorted, no
+/// two alike.
+pub fn strictly_ascending<T>(items: &[T], labels: impl Fn(&T) -> &[Label]) -> bool {
+    items.is_sorted_by(|a, b| cmp_labels(labels(a), labels(b)).is_lt())
 }
 
 /// Orders label sets lexicographically, like `Vec::cmp`, but skips comparing the bytes of
@@ -245,9 +246,7 @@ pub fn sort_by_labels<T>(items: &mut [T], labels: impl Fn(&T) -> &[Label]) -> bo
     const BY_STRINGS_BELOW: usize = 64;
     if items.len() < BY_STRINGS_BELOW {
         items.sort_unstable_by(|a, b| cmp_labels(labels(a), labels(b)));
-        return items
-            .windows(2)
-            .all(|w| cmp_labels(labels(&w[0]), labels(&w[1])).is_lt());
+        return strictly_ascending(items, labels);
     }
     let (order, distinct) = label_order_checked(items, labels);
     apply_order(items, order);
@@ -457,11 +456,7 @@ mod tests {
             let mut want = items.clone();
             want.sort_by(|a, b| cmp_labels(a, b));
             let distinct = sort_by_labels(&mut items, |l| l);
-            assert_eq!(
-                distinct,
-                items.windows(2).all(|w| cmp_labels(&w[0], &w[1]).is_lt()),
-                "n={n}"
-            );
+            assert_eq!(distinct, strictly_ascending(&items, |l| l), "n={n}");
             seen_distinct[usize::from(distinct)] = true;
             assert_eq!(items.len(), want.len());
             for (got, want) in items.iter().zip(&want) {
@@ -509,7 +504,7 @@ mod tests {
             let distinct = sort_by_labels(&mut items, |l| l);
             assert_eq!(items, want, "fields={fields} alphabet={alphabet}");
             // Small alphabets give duplicates, 5000 values in 4 or more fields none.
-            assert_eq!(distinct, strictly_ascending_labels(&items));
+            assert_eq!(distinct, strictly_ascending(&items, |l| l));
             assert_eq!(
                 distinct,
                 alphabet == 5000,
@@ -522,10 +517,6 @@ mod tests {
                 assert!(!sort_by_labels(&mut with_twin, |l| l));
             }
         }
-    }
-
-    fn strictly_ascending_labels(items: &[Labels]) -> bool {
-        items.windows(2).all(|w| cmp_labels(&w[0], &w[1]).is_lt())
     }
 
     #[test]
@@ -589,7 +580,11 @@ mod tests {
         };
         snap.normalize();
         let fam = &snap.families[0];
-        assert!(strictly_ascending(&fam.series), "{:?}", fam.series);
+        assert!(
+            strictly_ascending(&fam.series, |s| &s.labels),
+            "{:?}",
+            fam.series
+        );
         assert!(fam.ordered, "normalize marks what it sorted");
         // A family normalize found in order is marked too.
         let mut c = Family::new("c", "C", MetricKind::Gauge);

@@ -698,7 +698,10 @@ fn a_warm_read_cache_never_serves_stale_labels() {
         // walks these series again; the mark never claims an order that is not there.
         for f in &warm {
             assert!(f.ordered, "{} not marked ordered", f.name);
-            assert!(otrs_exporter::snapshot::strictly_ascending(&f.series));
+            assert!(otrs_exporter::snapshot::strictly_ascending(
+                &f.series,
+                |s| &s.labels
+            ));
         }
         warm
     };
@@ -859,10 +862,10 @@ fn a_large_one_off_read_shared_over_threads_equals_a_full_read() {
     let full = seg.read_cached(&opts, &mut ReadCache::new()).unwrap();
     assert_eq!(cold, full);
     for fam in &cold {
-        assert!(fam
-            .series
-            .windows(2)
-            .all(|w| otrs_exporter::snapshot::cmp_labels(&w[0].labels, &w[1].labels).is_lt()));
+        assert!(otrs_exporter::snapshot::strictly_ascending(
+            &fam.series,
+            |s| &s.labels
+        ));
     }
     // One-off reads racing another process's inserts, rehashes, growth and GC (which folds
     // the dead workers above into `exited`, keeping their sums): each read whole, its total

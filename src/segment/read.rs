@@ -680,7 +680,7 @@ impl Segment {
             }
             if planning && n > 0 {
                 // Checked once here instead of by every scrape's normalize.
-                fam.ordered = crate::snapshot::strictly_ascending(&fam.series);
+                fam.ordered = crate::snapshot::strictly_ascending(&fam.series, |s| &s.labels);
                 planned.push(PlannedFamily {
                     ordered: fam.ordered,
                     rec: fams[i].clone(),
