@@ -134,11 +134,8 @@ impl Runner {
         let mut pending = 0;
         // Collectors that may run here do, one after the other, once the others are on their
         // way: each is a thread the scrape does not wake.
-        let here: Vec<bool> = stage.iter().map(|(_, c)| c.inline(ctx)).collect();
-        for (n, (i, c)) in stage.iter().enumerate() {
-            if here[n] {
-                continue;
-            }
+        let (here, pooled): (Vec<_>, Vec<_>) = stage.iter().partition(|(_, c)| c.inline(ctx));
+        for (i, c) in pooled {
             let (i, c, tx, ctx) = (*i, c.clone(), tx.clone(), ctx.clone());
             let spawned = self.pools[i].execute(move || {
                 let _ = tx.send(collect_caught(i, &*c, &ctx));
@@ -154,11 +151,9 @@ impl Runner {
                 }
             }
         }
-        for (n, (i, c)) in stage.iter().enumerate() {
-            if here[n] {
-                let _ = tx.send(collect_caught(*i, &**c, ctx));
-                pending += 1;
-            }
+        for (i, c) in here {
+            let _ = tx.send(collect_caught(*i, &**c, ctx));
+            pending += 1;
         }
         drop(tx);
         while pending > 0 {
