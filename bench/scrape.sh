@@ -195,11 +195,13 @@ read -r PA50 PA99 _ PAN < <(paced "http://127.0.0.1:$NGINX_PORT$METRICS")
 read -r PE50 PE99 _ PEN < <(paced "http://127.0.0.1:$FCGID_PORT$METRICS")
 
 # CGI cold scrape: exec the binary with a CGI environment, as mod_cgi would, no web server.
-read -r D50 D99 DRPS < <(
+# `cgi_runs QUERY COMMAND...` prints "p50 p99 runs/s" over CGI_RUNS runs.
+cgi_runs() {
+  local query=$1; shift
   for _ in $(seq "$CGI_RUNS"); do
     s=$EPOCHREALTIME
-    GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET SCRIPT_NAME=$METRICS REMOTE_USER=prometheus \
-      "$BIN" </dev/null >/dev/null 2>>"$T/exporter.log"
+    QUERY_STRING=$query GATEWAY_INTERFACE=CGI/1.1 REQUEST_METHOD=GET SCRIPT_NAME=$METRICS \
+      REMOTE_USER=prometheus "$@" </dev/null >/dev/null 2>>"$T/exporter.log"
     e=$EPOCHREALTIME
     echo "$s $e"
   done | python3 -c '
@@ -207,7 +209,12 @@ import sys
 d = sorted((float(e) - float(s)) * 1000 for s, e in (l.split() for l in sys.stdin))
 pick = lambda q: d[min(len(d) - 1, int(q * len(d)))]
 print(f"{pick(0.50):.2f} {pick(0.99):.2f} {1000 * len(d) / sum(d):.0f}")'
-)
+}
+read -r D50 D99 DRPS < <(cgi_runs "" "$BIN")
+# The floor under it on this machine: the same process with every default collector but the
+# 10k series (start, config, segment attach, the /proc scans), and an exec of /bin/true.
+read -r G50 G99 GRPS < <(cgi_runs "exclude[]=segment" "$BIN")
+read -r H50 H99 HRPS < <(cgi_runs "" /bin/true)
 
 for u in "$NGINX_PORT" "$CGI_PORT" "$HTTP_PORT" "$FCGID_PORT" "$MODCGI_PORT"; do check_lines "http://127.0.0.1:$u$METRICS"; done
 # Where a cold scrape's time goes: each collector's duration in one more CGI scrape.
@@ -225,6 +232,8 @@ cat <<TABLE
 | (a) nginx → FastCGI (\`serve --listen unix:\`, keep-alive) | $A50 | $A99 | $ARPS | p99 < 5 ms | $(ok "$A99" 5) |
 | (b) nginx → fcgiwrap → CGI (fresh process per request) | $B50 | $B99 | $BRPS | — | |
 | (b') CGI cold scrape (binary exec'd directly, $CGI_RUNS runs) | $D50 | $D99 | $DRPS | < 10 ms | $(ok "$D99" 10) (p99) |
+| (b'') the same without the segment (\`exclude[]=segment\`): this machine's floor | $G50 | $G99 | $GRPS | — | |
+| (b''') \`/bin/true\`, exec'd the same way | $H50 | $H99 | $HRPS | — | |
 | (c) built-in HTTP listener (\`serve-http\`) | $C50 | $C99 | $CRPS | — | |
 | (d) Apache → mod_fcgid (shipped snippet) | $E50 | $E99 | $ERPS | p99 < 5 ms | $(ok "$E99" 5) |
 | (e) Apache → mod_cgid → CGI (shipped snippet, fresh process per request) | $F50 | $F99 | $FRPS | — | |
