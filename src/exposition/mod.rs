@@ -802,9 +802,9 @@ pub(crate) fn prepare_series<'s>(
     } = scratch;
     // A label set nothing but this snapshot holds (a collector built it for this scrape, as
     // the process collectors do) never comes again: caching it would only grow the map until
-    // a sweep, and its family gets no run. (A run holds its label sets, so a replayed one is
-    // never fresh.)
-    let fresh = Arc::strong_count(&series.labels) == 1;
+    // a sweep, and its family gets no run. A run holds its label sets, so a replayed one is
+    // never fresh, and is not asked: that would touch 10k separate allocations per scrape.
+    let fresh = !matches!(run, RunState::Replay { .. }) && Arc::strong_count(&series.labels) == 1;
     if fresh && matches!(run, RunState::Build { .. }) {
         *run = RunState::Off;
     }
