@@ -10,7 +10,7 @@ use crate::collector::cache::CacheCollector;
 use crate::collector::daemon_processes::DaemonProcessCollector;
 use crate::collector::exporter::ExporterCollector;
 use crate::collector::otrs_log::OtrsLogCollector;
-use crate::collector::segment::{SegmentCollector, SegmentSource};
+use crate::collector::segment::{SegmentCollector, SegmentSource, Spent};
 use crate::collector::web_processes::WebProcessCollector;
 use crate::collector::{Runner, Scrape, Selection};
 use crate::config::Config;
@@ -79,6 +79,21 @@ pub struct Service {
     /// The process answers one request and exits (CGI): what a scrape built is left for the
     /// exit to reclaim instead of being freed piece by piece.
     one_shot: bool,
+    /// A sent scrape's families, for the segment collector to refill.
+    spent: Arc<Spent>,
+}
+
+/// A scrape's families, kept by its response and handed to the segment collector when the
+/// front end drops the response after sending it.
+struct SentFamilies {
+    families: Vec<crate::snapshot::Family>,
+    spent: Arc<Spent>,
+}
+
+impl Drop for SentFamilies {
+    fn drop(&mut self) {
+        self.spent.put(std::mem::take(&mut self.families));
+    }
 }
 
 impl Service {
@@ -86,11 +101,13 @@ impl Service {
     /// collectors that need it fail, never the scrape.
     pub fn new(config: Config, segment: SegmentOptions) -> Service {
         let source = SegmentSource::new(segment);
+        let spent = Spent::new();
         let mut runner = Runner::new()
             .with(ExporterCollector::new(source.clone()))
             .with(SegmentCollector::new(
                 source.clone(),
                 config.web.worker_label,
+                spent.clone(),
             ))
             .with(WebProcessCollector::new(&config.processes))
             .with(DaemonProcessCollector::new(&config))
@@ -112,6 +129,7 @@ impl Service {
             scrapes: std::sync::atomic::AtomicU64::new(0),
             last_body: std::sync::atomic::AtomicUsize::new(0),
             one_shot: false,
+            spent,
         }
     }
 
@@ -194,8 +212,12 @@ impl Service {
             std::mem::forget(snapshot);
             return response;
         }
-        // Freed after the front end sent the body, not before: 10k series are 30,000 frees.
-        response.retaining(snapshot)
+        // Handed back after the front end sent the body, not before: the next scrape's
+        // segment read refills the segment's families, and the others are freed then.
+        response.retaining(SentFamilies {
+            families: snapshot.families,
+            spent: self.spent.clone(),
+        })
     }
 
     /// Counts the scrape and its failures in this worker's slot, and lets GC run if due.
@@ -374,6 +396,37 @@ mod tests {
             ],
             Vec::new(),
         )
+    }
+
+    #[test]
+    fn warm_scrapes_show_fresh_values_in_handed_back_families() {
+        use crate::segment::{FamilyDef, Segment, WorkerKind};
+        let dir = tempfile::tempdir().unwrap();
+        let s = service(dir.path());
+        let m = s.config().metrics_path();
+        let seg = Segment::open(&SegmentOptions::new(dir.path().join("seg"))).unwrap();
+        let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
+        let events = FamilyDef::counter("t_events", "Events.");
+        let value = |body: &str, prefix: &str| -> f64 {
+            let line = body.lines().find(|l| l.starts_with(prefix));
+            let v = line.and_then(|l| l.rsplit(' ').next());
+            v.unwrap_or_else(|| panic!("no {prefix} in {body}"))
+                .parse()
+                .unwrap()
+        };
+        for round in 1..=6u32 {
+            w.add(&events, &[("k", "v")], 1.0).unwrap();
+            let response = s.handle(&get(&m, ""));
+            let body = String::from_utf8(response.body.clone()).unwrap();
+            assert_eq!(value(&body, "t_events_total{"), f64::from(round));
+            if round > 1 {
+                let scrapes = value(&body, "otrs_exporter_scrapes_total{");
+                assert_eq!(scrapes, f64::from(round - 1));
+            }
+            // Dropped as a front end does once it is sent: the segment's families go back
+            // to the collector, whose next read refills them.
+            drop(response);
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use otrs_exporter::segment::{
     FamilyDef, ReadOptions, Segment, SegmentError, SegmentOptions, WorkerKind, Writer,
 };
-use otrs_exporter::snapshot::{Family, Value};
+use otrs_exporter::snapshot::{Family, Series, Value};
 
 fn shared_counter() -> FamilyDef {
     FamilyDef::counter(
@@ -703,6 +703,8 @@ fn a_warm_read_cache_never_serves_stale_labels() {
                 |s| &s.labels
             ));
         }
+        // Handed back as a service does once the scrape is sent: the next replay refills it.
+        cache.give_back(warm.clone());
         warm
     };
     // A dead worker's series, cached.
@@ -782,6 +784,90 @@ fn a_warm_read_cache_never_serves_stale_labels() {
         .any(|s| s.labels.iter().any(|(k, v)| &**k == "k" && &**v == "new"))));
     same(&seg, &mut cache);
     assert_eq!(cache.replays(), before + 6);
+}
+
+#[test]
+fn handed_back_families_are_refilled_in_place_only_as_they_were_left() {
+    use otrs_exporter::segment::ReadCache;
+    let dir = tempfile::tempdir().unwrap();
+    let seg = open(&dir.path().join("seg"));
+    let mut writers: Vec<Writer> = (0..3u32)
+        .map(|i| {
+            let slot = seg
+                .claim_worker_for(4_500_001 + i, 1, WorkerKind::Test)
+                .unwrap();
+            Writer::for_slot(&seg, WorkerKind::Test, slot)
+        })
+        .collect();
+    let write = |writers: &mut Vec<Writer>, round: u32| {
+        for (i, w) in writers.iter_mut().enumerate() {
+            for k in 0..20 {
+                w.add(
+                    &own_counter(),
+                    &[("k", &k.to_string())],
+                    f64::from(round + 1),
+                )
+                .unwrap();
+            }
+            w.observe(
+                &latency(),
+                &[("route", "a")],
+                0.01 * f64::from(round) + i as f64,
+            )
+            .unwrap();
+            w.set(&gauge(), &[], f64::from(round)).unwrap();
+        }
+    };
+    let opts = ReadOptions::default();
+    let mut cache = ReadCache::new();
+    write(&mut writers, 0);
+    seg.read_cached(&opts, &mut cache).unwrap(); // the full read that plans
+    let mut last = seg.read_cached(&opts, &mut cache).unwrap(); // a replay, built anew
+    assert_eq!(cache.refills(), 0, "nothing was handed back yet");
+    let families = last.len() as u64;
+    assert_eq!(families, 3);
+    for round in 1..=4 {
+        write(&mut writers, round);
+        let storage: Vec<*const Series> = last.iter().map(|f| f.series.as_ptr()).collect();
+        cache.give_back(last);
+        let now = seg.read_cached(&opts, &mut cache).unwrap();
+        assert_eq!(
+            now,
+            seg.read(&opts).unwrap(),
+            "round {round}: refilled != cold read"
+        );
+        assert_eq!(cache.refills(), families, "round {round}");
+        let mut reused: Vec<*const Series> = now.iter().map(|f| f.series.as_ptr()).collect();
+        reused.sort();
+        let mut storage = storage;
+        storage.sort();
+        assert_eq!(
+            reused, storage,
+            "round {round}: the same series storage, refilled"
+        );
+        last = now;
+    }
+    // What a scrape changed is not refilled: a family that got another series (merged with a
+    // collector's family of the same name), one whose label set is an equal copy, one
+    // renamed. The read still equals a cold read.
+    write(&mut writers, 5);
+    let mut back = last.clone();
+    let extra = back[0].series[0].clone();
+    back[0].series.push(extra);
+    let copy: Vec<_> = back[1].series[0].labels.iter().cloned().collect();
+    back[1].series[0].labels = copy.into();
+    back[2].name.push_str("_other");
+    cache.give_back(back);
+    let now = seg.read_cached(&opts, &mut cache).unwrap();
+    assert_eq!(now, seg.read(&opts).unwrap());
+    assert_eq!(cache.refills(), 0, "none of them is as the replay left it");
+    // A new series ends the replays: the full read refills nothing and shows it.
+    write(&mut writers, 6);
+    writers[0].inc(&own_counter(), &[("k", "new")]).unwrap();
+    cache.give_back(now);
+    let now = seg.read_cached(&opts, &mut cache).unwrap();
+    assert_eq!(cache.refills(), 0);
+    assert_eq!(now, seg.read(&opts).unwrap());
 }
 
 #[test]

@@ -60,6 +60,66 @@ impl SegmentSource {
     }
 }
 
+/// Where a scrape's families go once its response was sent, for the segment collector's next
+/// read to refill in place (see [`ReadCache::give_back`]). Shared by the service and its
+/// segment collector.
+#[derive(Default)]
+pub struct Spent(Mutex<SpentFamilies>);
+
+#[derive(Default)]
+struct SpentFamilies {
+    /// Names of the families the segment collector returned last, sorted.
+    names: Vec<String>,
+    /// Of the last sent scrape, the families with those names.
+    families: Vec<Family>,
+}
+
+impl Spent {
+    /// A place for spent families.
+    pub fn new() -> Arc<Spent> {
+        Arc::new(Spent::default())
+    }
+
+    /// Keeps, of a sent scrape's `families`, those named as the segment collector's last
+    /// output; the others (and whatever was kept before) are dropped here, by the caller.
+    pub fn put(&self, families: Vec<Family>) {
+        let Ok(mut spent) = self.0.try_lock() else {
+            return; // the collector is taking the last ones: these are dropped
+        };
+        let SpentFamilies {
+            names,
+            families: kept,
+        } = &mut *spent;
+        let old = std::mem::replace(
+            kept,
+            families
+                .into_iter()
+                .filter(|f| names.binary_search(&f.name).is_ok())
+                .collect(),
+        );
+        drop(spent);
+        drop(old);
+    }
+
+    /// Takes the kept families.
+    fn take(&self) -> Vec<Family> {
+        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).families)
+    }
+
+    /// Notes the names of the segment collector's output, for [`Spent::put`].
+    fn expect(&self, output: &[Family]) {
+        let mut spent = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let same = spent.names.len() == output.len()
+            && output
+                .iter()
+                .all(|f| spent.names.binary_search(&f.name).is_ok());
+        if !same {
+            spent.names = output.iter().map(|f| f.name.clone()).collect();
+            spent.names.sort_unstable();
+        }
+    }
+}
+
 /// Reads the shared segment.
 pub struct SegmentCollector {
     source: Arc<SegmentSource>,
@@ -67,16 +127,24 @@ pub struct SegmentCollector {
     /// Decoded labels kept between scrapes (a FastCGI worker scrapes many times).
     cache: Mutex<ReadCache>,
     reads: std::sync::atomic::AtomicU64,
+    /// Families of the last sent scrape, for the next warm read to refill.
+    spent: Arc<Spent>,
 }
 
 impl SegmentCollector {
     /// A collector reading `source`; `worker_label` false combines series over workers.
-    pub fn new(source: Arc<SegmentSource>, worker_label: bool) -> SegmentCollector {
+    /// Families put into `spent` after their scrape was sent are refilled by the next read.
+    pub fn new(
+        source: Arc<SegmentSource>,
+        worker_label: bool,
+        spent: Arc<Spent>,
+    ) -> SegmentCollector {
         SegmentCollector {
             source,
             read: ReadOptions { worker_label },
             cache: Mutex::new(ReadCache::new()),
             reads: std::sync::atomic::AtomicU64::new(0),
+            spent,
         }
     }
 }
@@ -99,11 +167,17 @@ impl Collector for SegmentCollector {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             > 0;
         let checked = seg.check().and_then(|_| match self.cache.try_lock() {
-            Ok(mut cache) if warm => seg.read_cached(&self.read, &mut cache),
+            Ok(mut cache) if warm => {
+                cache.give_back(self.spent.take());
+                seg.read_cached(&self.read, &mut cache)
+            }
             _ => seg.read(&self.read),
         });
         match checked {
-            Ok(fams) => Ok(fams),
+            Ok(fams) => {
+                self.spent.expect(&fams);
+                Ok(fams)
+            }
             Err(SegmentError::Corrupt(first)) => {
                 // Recreating loses every value: be sure. A second, cold read that still finds
                 // damage confirms it; one that succeeds means the first saw something in motion.

@@ -114,11 +114,18 @@ pub(crate) fn unit_of(name: &str) -> Option<&'static str> {
 }
 
 fn read_value(m: &Mapping, entry: u64, cells: u64, fam: &FamilyRec) -> Value {
+    let mut value = Value::Scalar(0.0);
+    read_value_into(m, entry, cells, fam, &mut value);
+    value
+}
+
+/// [`read_value`] into `into`, reusing the bucket vector of a histogram value it holds.
+fn read_value_into(m: &Mapping, entry: u64, cells: u64, fam: &FamilyRec, into: &mut Value) {
     let cell = |k: u64| {
         m.u64_unchecked(entry + E_VALUES + 8 * k)
             .load(Ordering::Relaxed)
     };
-    match fam.def.kind {
+    *into = match fam.def.kind {
         MetricKind::Histogram => {
             let nb = fam
                 .def
@@ -127,7 +134,11 @@ fn read_value(m: &Mapping, entry: u64, cells: u64, fam: &FamilyRec) -> Value {
                 .min((cells as usize).saturating_sub(2));
             let sum = f64::from_bits(cell(0));
             let mut cumulative = 0u64;
-            let mut buckets = Vec::with_capacity(nb);
+            let mut buckets = match into {
+                Value::Histogram { buckets, .. } => std::mem::take(buckets),
+                Value::Scalar(_) => Vec::with_capacity(nb),
+            };
+            buckets.clear();
             for (b, bound) in fam.def.buckets.iter().take(nb).enumerate() {
                 cumulative = cumulative.wrapping_add(cell(1 + b as u64));
                 buckets.push((*bound, cumulative));
@@ -143,7 +154,26 @@ fn read_value(m: &Mapping, entry: u64, cells: u64, fam: &FamilyRec) -> Value {
             Value::Scalar(f64::from_bits(cell(0)) + cell(1) as f64)
         }
         _ => Value::Scalar(f64::from_bits(cell(0))),
-    }
+    };
+}
+
+/// Removes from `spare` the family a replay of `pf` built, if it is as that replay left it: the
+/// same name, type, help and unit, and the planned label sets (the same allocations) in the
+/// planned order, nothing added or merged. Only pointers are compared, no label set is touched.
+fn take_as_left(spare: &mut Vec<Family>, pf: &PlannedFamily) -> Option<Family> {
+    let def = &pf.rec.def;
+    let i = spare.iter().position(|f| {
+        f.name == def.name
+            && f.kind == def.kind
+            && f.help == def.help
+            && f.unit.as_deref() == unit_of(&def.name)
+            && f.series.len() == pf.rows.len()
+            && f.series
+                .iter()
+                .zip(&pf.rows)
+                .all(|(s, (_, _, labels))| Arc::ptr_eq(&s.labels, labels))
+    })?;
+    Some(spare.swap_remove(i))
 }
 
 /// A family named, described and typed as the segment's record, without series yet.
@@ -255,6 +285,11 @@ pub struct ReadCache {
     plan: Option<Plan>,
     /// Reads answered by replaying the plan.
     replays: u64,
+    /// Families of an earlier read handed back once their scrape was sent (see
+    /// [`ReadCache::give_back`]): a replay refills their values instead of building them.
+    spare: Vec<Family>,
+    /// Reads whose replay refilled handed-back families.
+    refills: u64,
 }
 
 impl ReadCache {
@@ -277,6 +312,20 @@ impl ReadCache {
     /// set of series had not changed) instead of walking the index.
     pub fn replays(&self) -> u64 {
         self.replays
+    }
+
+    /// Hands back the families a read returned (after their scrape was sent, and whatever
+    /// `normalize` did to them). The next replay takes those it finds as it left them (the
+    /// same label sets in the same order) and overwrites their values in place, instead of
+    /// building 10k series anew and dropping the old ones: both touch every label set's
+    /// allocation. Families it cannot use are dropped then.
+    pub fn give_back(&mut self, families: Vec<Family>) {
+        self.spare = families;
+    }
+
+    /// How many families the last replay refilled in place (0 when it built them all).
+    pub fn refills(&self) -> u64 {
+        self.refills
     }
 }
 
@@ -307,6 +356,7 @@ impl Segment {
             cache.cold = cold;
             cache.identity = Some(identity);
         }
+        cache.refills = 0;
         let mut replayed = false;
         let result = self.with_seq(|| {
             if let Some(out) = self.replay(cache) {
@@ -370,8 +420,16 @@ impl Segment {
     /// The families of the last full read with fresh values, or `None` when the segment's
     /// series may have changed since (then a full read is needed). Runs inside
     /// [`Segment::with_seq`], which retries it if a structural change overlaps it.
-    fn replay(&self, cache: &ReadCache) -> Option<Vec<Family>> {
-        let plan = cache.plan.as_ref()?;
+    fn replay(&self, cache: &mut ReadCache) -> Option<Vec<Family>> {
+        let ReadCache {
+            plan,
+            spare,
+            refills,
+            ..
+        } = cache;
+        // Taken whatever happens: families that cannot be refilled now never will be.
+        let mut spare = std::mem::take(spare);
+        let plan = plan.as_ref()?;
         if self.stamp() != plan.stamp {
             return None;
         }
@@ -383,21 +441,33 @@ impl Segment {
         {
             return None;
         }
+        *refills = 0;
         let out = plan
             .families
             .iter()
-            .map(|pf| Family {
-                series: pf
-                    .rows
-                    .iter()
-                    .map(|(entry, cells, labels)| Series {
-                        labels: labels.clone(),
-                        value: read_value(m, *entry, *cells, &pf.rec),
-                        created: read_created(m, *entry, &pf.rec),
-                    })
-                    .collect(),
-                ordered: pf.ordered,
-                ..empty_family(&pf.rec)
+            .map(|pf| {
+                if let Some(mut fam) = take_as_left(&mut spare, pf) {
+                    *refills += 1;
+                    for (s, (entry, cells, _)) in fam.series.iter_mut().zip(&pf.rows) {
+                        read_value_into(m, *entry, *cells, &pf.rec, &mut s.value);
+                        s.created = read_created(m, *entry, &pf.rec);
+                    }
+                    fam.ordered = pf.ordered;
+                    return fam;
+                }
+                Family {
+                    series: pf
+                        .rows
+                        .iter()
+                        .map(|(entry, cells, labels)| Series {
+                            labels: labels.clone(),
+                            value: read_value(m, *entry, *cells, &pf.rec),
+                            created: read_created(m, *entry, &pf.rec),
+                        })
+                        .collect(),
+                    ordered: pf.ordered,
+                    ..empty_family(&pf.rec)
+                }
             })
             .collect();
         Some(out)
