@@ -103,7 +103,10 @@ pub(crate) fn encode_labels(
 
 /// Decodes labels written by [`encode_labels`] onto the end of `out`, turning the raw bytes
 /// of each name and value into a `T` with `make(bytes, position)` (which must check UTF-8, and
-/// may intern); position counts the strings, names even and values odd.
+/// may intern); position counts the strings, names even and values odd. Inlined: a cold read
+/// calls it per series with the interner as `make`, and the compiler stopped inlining it on
+/// its own (1.5% more instructions per cold scrape).
+#[inline(always)]
 pub(crate) fn decode_labels_into<T>(
     mut bytes: &[u8],
     out: &mut Vec<(T, T)>,
