@@ -19,35 +19,14 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 cargo build --release --quiet --bin otrs-exporter --example fill_segment
 NOW_BIN=$CARGO_TARGET_DIR/release/otrs-exporter
 FILL=$CARGO_TARGET_DIR/release/examples/fill_segment
-# The base commit, built in a worktree of its own (shared with bench/instructions.sh).
-BASE_REV=$(git rev-parse --short "$BASE")
-WT=${BASE_DIR:-$ROOT/target/instructions-base-$BASE_REV}
-if [ ! -d "$WT" ]; then git worktree add --detach "$WT" "$BASE_REV" >/dev/null; fi
+# The base commit, built in a worktree of its own (see bench/common.sh).
+source bench/common.sh
+base_worktree "$BASE"
 (cd "$WT" && CARGO_TARGET_DIR=$WT/target cargo build --release --quiet --bin otrs-exporter)
 BASE_BIN=$WT/target/release/otrs-exporter
+temp_segment cpu 10000
 
-T=$(mktemp -d /tmp/otrs-exporter-cpu.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$T"
-}
-trap cleanup EXIT
-cat > "$T/config.toml" <<CONF
-[segment]
-path = "$T/segment"
-worker_slots = 64
-[gc]
-grace_seconds = 86400
-interval_seconds = 86400
-CONF
-export OTRS_EXPORTER_CONFIG=$T/config.toml
-LIVE=()
-for _ in $(seq 20); do sleep 3600 & PIDS+=($!); LIVE+=($!); done
-"$FILL" "$T/segment" 10000 20 64 "$(IFS=,; echo "${LIVE[*]}")" >/dev/null
-
-serve() { # BIN NAME: starts a server on $T/NAME.sock; its PID is left in $! and PIDS
+serve() { # BIN NAME: starts a server on $T/NAME.sock; its PID is the last in PIDS
   "$1" serve --listen "unix:$T/$2.sock" </dev/null >/dev/null 2>"$T/$2.log" &
   PIDS+=($!)
   for _ in $(seq 100); do [ -S "$T/$2.sock" ] && return 0; sleep 0.05; done

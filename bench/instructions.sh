@@ -27,36 +27,14 @@ NOW_BIN=$CARGO_TARGET_DIR/release/otrs-exporter
 NOW_DRV=$CARGO_TARGET_DIR/release/examples/service_scrape
 FILL=$CARGO_TARGET_DIR/release/examples/fill_segment
 
-# The base commit, built in a worktree of its own (kept in target/ for the next run).
-BASE_REV=$(git rev-parse --short "$BASE")
-# BASE_DIR: an existing checkout of BASE_COMMIT to build in instead.
-WT=${BASE_DIR:-$ROOT/target/instructions-base-$BASE_REV}
-if [ ! -d "$WT" ]; then git worktree add --detach "$WT" "$BASE_REV" >/dev/null; fi
+# The base commit, built in a worktree of its own (see bench/common.sh).
+source bench/common.sh
+base_worktree "$BASE"
 cp examples/service_scrape.rs "$WT/examples/service_scrape.rs"
 (cd "$WT" && CARGO_TARGET_DIR=$WT/target cargo build --release --quiet --bin otrs-exporter --example service_scrape)
 BASE_BIN=$WT/target/release/otrs-exporter
 BASE_DRV=$WT/target/release/examples/service_scrape
-
-T=$(mktemp -d /tmp/otrs-exporter-instr.XXXXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$T"
-}
-trap cleanup EXIT
-cat > "$T/config.toml" <<CONF
-[segment]
-path = "$T/segment"
-worker_slots = 64
-[gc]
-grace_seconds = 86400
-interval_seconds = 86400
-CONF
-export OTRS_EXPORTER_CONFIG=$T/config.toml
-LIVE=()
-for _ in $(seq 20); do sleep 3600 & PIDS+=($!); LIVE+=($!); done
-"$FILL" "$T/segment" "$SERIES" 20 64 "$(IFS=,; echo "${LIVE[*]}")" >/dev/null
+temp_segment instr "$SERIES"
 
 # Total instructions of one callgrind run (empty if the program died under valgrind).
 ir() {

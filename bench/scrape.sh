@@ -38,11 +38,7 @@ install -m 755 "$BIN" "$T/otrs-exporter" && BIN=$T/otrs-exporter
 install -m 755 "$FILL" "$T/fill_segment" && FILL=$T/fill_segment
 install -d -o www-data -g www-data -m 2770 "$T/shm"
 PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$T"
-}
+source bench/common.sh
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
