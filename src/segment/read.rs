@@ -288,7 +288,7 @@ pub struct ReadCache {
     /// Families of an earlier read handed back once their scrape was sent (see
     /// [`ReadCache::give_back`]): a replay refills their values instead of building them.
     spare: Vec<Family>,
-    /// Reads whose replay refilled handed-back families.
+    /// Families the last read refilled in place (see [`ReadCache::refills`]).
     refills: u64,
 }
 
