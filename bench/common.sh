@@ -16,23 +16,37 @@ base_worktree() {
   if [ ! -d "$WT" ]; then git worktree add --detach "$WT" "$BASE_REV" >/dev/null; fi
 }
 
-# temp_segment NAME SERIES: a fresh directory T (removed on exit, with the processes in PIDS)
-# holding a config, exported as OTRS_EXPORTER_CONFIG, for a segment at $T/segment, which FILL
-# (the fill_segment example) fills with SERIES series over 20 live worker processes.
-temp_segment() {
-  T=$(mktemp -d "/tmp/otrs-exporter-$1.XXXXXX")
-  PIDS=()
-  trap cleanup EXIT
+# write_config SEGMENT [LINE]: $T/config.toml for a segment file at SEGMENT (LINE: one more
+# [segment] setting) with GC held off, exported as OTRS_EXPORTER_CONFIG.
+write_config() {
   cat > "$T/config.toml" <<CONF
 [segment]
-path = "$T/segment"
+path = "$1"
+${2:-}
 worker_slots = 64
 [gc]
 grace_seconds = 86400
 interval_seconds = 86400
 CONF
   export OTRS_EXPORTER_CONFIG=$T/config.toml
-  local live=()
-  for _ in $(seq 20); do sleep 3600 & PIDS+=($!); live+=($!); done
-  "$FILL" "$T/segment" "$2" 20 64 "$(IFS=,; echo "${live[*]}")" >/dev/null
+}
+
+# live_workers N: N sleeping processes (killed on exit) standing for live web-server workers,
+# so their series are never folded; their PIDs, comma-separated, in LIVE.
+live_workers() {
+  local pids=()
+  for _ in $(seq "$1"); do sleep 3600 & PIDS+=($!); pids+=($!); done
+  LIVE=$(IFS=,; echo "${pids[*]}")
+}
+
+# temp_segment NAME SERIES: a fresh directory T (removed on exit, with the processes in PIDS)
+# holding a config (see write_config) for a segment at $T/segment, which FILL (the
+# fill_segment example) fills with SERIES series over 20 live workers.
+temp_segment() {
+  T=$(mktemp -d "/tmp/otrs-exporter-$1.XXXXXX")
+  PIDS=()
+  trap cleanup EXIT
+  write_config "$T/segment"
+  live_workers 20
+  "$FILL" "$T/segment" "$2" 20 64 "$LIVE" >/dev/null
 }

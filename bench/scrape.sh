@@ -45,23 +45,13 @@ free_port() { python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0)
 wait_sock() { for _ in $(seq 200); do [ -S "$1" ] && return 0; sleep 0.05; done; echo "no socket $1" >&2; exit 1; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.05; done; echo "no port $1" >&2; exit 1; }
 
-cat > "$T/config.toml" <<CONF
-[segment]
-path = "$T/shm/segment"
-group = "www-data"
-worker_slots = 64
-[gc]
-grace_seconds = 86400
-interval_seconds = 86400
-CONF
-export OTRS_EXPORTER_CONFIG=$T/config.toml
+write_config "$T/shm/segment" 'group = "www-data"'
 # The simulated web-server workers are live processes, so their series are never folded
 # (the CGI requests below fill the worker table; claiming a slot then folds dead workers).
-LIVE=()
-for _ in $(seq "$WORKERS"); do sleep 3600 & PIDS+=($!); LIVE+=($!); done
+live_workers "$WORKERS"
 chmod 644 "$T/config.toml"
 # Filled as www-data, so the segment and its semaphore belong to the web server's user.
-runuser -u www-data -- "$FILL" "$T/shm/segment" "$SERIES" "$WORKERS" 64 "$(IFS=,; echo "${LIVE[*]}")"
+runuser -u www-data -- "$FILL" "$T/shm/segment" "$SERIES" "$WORKERS" 64 "$LIVE"
 
 htpasswd -nbm prometheus bench > "$T/htpasswd" && chmod 644 "$T/htpasswd"
 AUTH="Authorization: Basic $(printf 'prometheus:bench' | base64)"
