@@ -356,7 +356,6 @@ impl Segment {
             cache.cold = cold;
             cache.identity = Some(identity);
         }
-        cache.refills = 0;
         let mut replayed = false;
         let result = self.with_seq(|| {
             if let Some(out) = self.replay(cache) {
@@ -427,7 +426,9 @@ impl Segment {
             refills,
             ..
         } = cache;
-        // Taken whatever happens: families that cannot be refilled now never will be.
+        // Reset and taken whatever happens (this runs first in every read, and again when
+        // the read is retried): families that cannot be refilled now never will be.
+        *refills = 0;
         let mut spare = std::mem::take(spare);
         let plan = plan.as_ref()?;
         if self.stamp() != plan.stamp {
@@ -441,7 +442,6 @@ impl Segment {
         {
             return None;
         }
-        *refills = 0;
         let out = plan
             .families
             .iter()
