@@ -203,11 +203,9 @@ impl Apache {
             OtrsOrder::After => format!("{ours}{alias}{location}"),
             OtrsOrder::Before => format!("{alias}{location}{ours}"),
         };
-        let port = free_port();
         std::fs::create_dir(p("htdocs")).unwrap();
         let base = common::apache_base_conf(
             &d,
-            port,
             root,
             &[
                 "mpm_event",
@@ -255,17 +253,24 @@ impl Apache {
             wait_for(|| socket.exists(), "the serve socket");
             c
         });
-        let child = common::spawn_apache(&d);
-        let mut a = Apache {
+        let (child, port) = match std::panic::catch_unwind(|| common::start_apache(&d)) {
+            Ok(started) => started,
+            Err(e) => {
+                if let Some(mut s) = serve {
+                    let _ = s.kill();
+                    let _ = s.wait();
+                }
+                std::panic::resume_unwind(e)
+            }
+        };
+        Apache {
             dir,
             port,
             child,
             serve,
             bin,
             config,
-        };
-        common::wait_for_apache(&mut a.child, a.dir.path(), port);
-        a
+        }
     }
 
     fn logs(&self) -> String {

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::testdb::TestDb;
-use common::{free_port, http_get, sample, BIN, METRICS};
+use common::{http_get, sample, BIN, METRICS};
 use otrs_exporter::db::Driver;
 
 const ADMIN: &str = "/otrs/nph-genericinterface.pl/Webservice/Prometheus/admin";
@@ -89,11 +89,9 @@ impl Apache {
             .unwrap();
         assert!(st.success());
         std::fs::set_permissions(&htpasswd, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let port = free_port();
         std::fs::create_dir(p("htdocs")).unwrap();
         let base = common::apache_base_conf(
             &d,
-            port,
             root,
             &[
                 "mpm_event",
@@ -117,10 +115,8 @@ impl Apache {
             htpasswd = htpasswd.display(),
         );
         std::fs::write(p("httpd.conf"), conf).unwrap();
-        let child = common::spawn_apache(&d);
-        let mut a = Apache { dir, port, child };
-        common::wait_for_apache(&mut a.child, a.dir.path(), port);
-        a
+        let (child, port) = common::start_apache(&d);
+        Apache { dir, port, child }
     }
 
     fn logs(&self) -> String {

@@ -223,7 +223,7 @@ impl Stack {
         Stack {
             dir,
             config,
-            port: free_port(),
+            port: 0,
             exporter: None,
             nginx: None,
         }
@@ -303,7 +303,7 @@ http {{
     }}
 
     server {{
-        listen 127.0.0.1:{port};
+        include {d}/listen.conf;
         server_name otrs.example;
         # OTRS' own location, e.g. /otrs/ -> fcgiwrap or a Perl app server.
         location /otrs/ {{
@@ -315,39 +315,60 @@ http {{
 }}
 "#,
             sock = self.socket().display(),
-            port = self.port,
             snippet = repo_file("nginx/otrs-exporter.conf").display(),
         );
         std::fs::write(self.path("nginx.conf"), conf).unwrap();
-        let child = Command::new(nginx_bin())
-            .arg("-p")
-            .arg(self.dir.path())
-            .arg("-c")
-            .arg(self.path("nginx.conf"))
-            .arg("-e")
-            .arg(self.path("error.log"))
-            .args(["-g", "daemon off;"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
+        // A port found free is free only until someone binds it: another test may take it
+        // first. Then nginx fails to bind and starts again on another port; a bare connect
+        // would not do as a readiness check, since it could reach that other server.
+        for _ in 0..5 {
+            self.port = free_port();
+            std::fs::write(
+                self.path("listen.conf"),
+                format!("listen 127.0.0.1:{};\n", self.port),
+            )
             .unwrap();
-        self.nginx = Some(child);
-        let port = self.port;
-        let nginx = self.nginx.as_mut().unwrap();
-        wait_for("nginx", || {
-            if let Some(status) = nginx.try_wait().unwrap() {
-                let mut err = String::new();
-                nginx
-                    .stderr
-                    .take()
-                    .unwrap()
-                    .read_to_string(&mut err)
-                    .unwrap();
-                panic!("nginx exited with {status}: {err}");
+            let _ = std::fs::remove_file(self.path("nginx.pid"));
+            let child = Command::new(nginx_bin())
+                .arg("-p")
+                .arg(self.dir.path())
+                .arg("-c")
+                .arg(self.path("nginx.conf"))
+                .arg("-e")
+                .arg(self.path("error.log"))
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let (port, ours) = (self.port, child.id().to_string());
+            let pid_file = self.path("nginx.pid");
+            let nginx = self.nginx.insert(child);
+            let mut taken = false;
+            wait_for("nginx", || {
+                if let Some(status) = nginx.try_wait().unwrap() {
+                    let mut err = String::new();
+                    nginx
+                        .stderr
+                        .take()
+                        .unwrap()
+                        .read_to_string(&mut err)
+                        .unwrap();
+                    if err.contains("Address already in use") {
+                        taken = true;
+                        return true;
+                    }
+                    panic!("nginx exited with {status}: {err}");
+                }
+                let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
+                pid.trim() == ours && TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+            if !taken {
+                return;
             }
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        }
+        panic!("nginx found its port taken five times");
     }
 
     fn exporter_log(&self) -> String {

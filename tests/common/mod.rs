@@ -70,16 +70,11 @@ pub const APACHE_MODULES: &str = "/usr/lib/apache2/modules";
 /// loopback `port`, children as www-data when `as_www_data` (root only), `modules` loaded, a
 /// `htdocs` document root and everything else denied. Callers append their `Define`s and
 /// `Include`s (the shipped snippets).
-pub fn apache_base_conf(
-    dir: &std::path::Path,
-    port: u16,
-    as_www_data: bool,
-    modules: &[&str],
-) -> String {
+pub fn apache_base_conf(dir: &std::path::Path, as_www_data: bool, modules: &[&str]) -> String {
     let d = dir.display();
     let mut conf = format!(
         "ServerRoot /etc/apache2\nDefaultRuntimeDir {d}\nPidFile {d}/httpd.pid\nMutex file:{d}\n\
-         ErrorLog {d}/error.log\nLogLevel warn\nListen 127.0.0.1:{port}\nServerName 127.0.0.1\n"
+         ErrorLog {d}/error.log\nLogLevel warn\nInclude {d}/listen.conf\nServerName 127.0.0.1\n"
     );
     if as_www_data {
         conf.push_str("User www-data\nGroup www-data\n");
@@ -105,34 +100,59 @@ pub fn apache_base_conf(
     conf
 }
 
-/// Starts `apache2 -f <dir>/httpd.conf` in the foreground, its stderr in `<dir>/stderr.log`.
-pub fn spawn_apache(dir: &std::path::Path) -> std::process::Child {
-    Command::new("/usr/sbin/apache2")
-        .arg("-f")
-        .arg(dir.join("httpd.conf"))
-        .arg("-DFOREGROUND")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits (up to 15 s) until the Apache started by [`spawn_apache`] listens on `port`; panics
-/// with its logs if it exits or never listens (the caller's guard stops it).
-pub fn wait_for_apache(child: &mut std::process::Child, dir: &std::path::Path, port: u16) {
-    let start = std::time::Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if let Ok(Some(st)) = child.try_wait() {
-            panic!("apache2 exited ({st}): {}", apache_logs(dir));
+/// Starts `apache2 -f <dir>/httpd.conf` (written with [`apache_base_conf`]) in the foreground,
+/// its stderr in `<dir>/stderr.log`, and waits (up to 15 s) until it serves: returns the child
+/// and the port it listens on.
+///
+/// "Serves" means its pid file names this child and its port accepts connections: a bare
+/// connect could reach another test's server that took the same free port first, since a
+/// port found free is free only until someone binds it. When that race makes Apache fail to
+/// bind, it is started again on another port. Panics with its logs if it exits otherwise or
+/// never serves (the caller's guard stops it).
+pub fn start_apache(dir: &std::path::Path) -> (std::process::Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        std::fs::write(
+            dir.join("listen.conf"),
+            format!("Listen 127.0.0.1:{port}\n"),
+        )
+        .unwrap();
+        let _ = std::fs::remove_file(dir.join("httpd.pid"));
+        let mut child = Command::new("/usr/sbin/apache2")
+            .arg("-f")
+            .arg(dir.join("httpd.conf"))
+            .arg("-DFOREGROUND")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let start = std::time::Instant::now();
+        let ours = child.id().to_string();
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                let logs = apache_logs(dir);
+                if logs.contains("Address already in use") {
+                    break;
+                }
+                panic!("apache2 exited ({st}): {logs}");
+            }
+            let pid = std::fs::read_to_string(dir.join("httpd.pid")).unwrap_or_default();
+            if pid.trim() == ours && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return (child, port);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("apache2 did not serve: {}", apache_logs(dir));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
         }
-        assert!(
-            start.elapsed() < std::time::Duration::from_secs(15),
-            "apache2 did not listen: {}",
-            apache_logs(dir)
-        );
-        std::thread::sleep(std::time::Duration::from_millis(50));
     }
+    panic!(
+        "apache2 found its port taken five times: {}",
+        apache_logs(dir)
+    );
 }
 
 /// The error log and stderr of the Apache in `dir`, for failure messages.

@@ -130,7 +130,7 @@ impl Stack {
         std::fs::set_permissions(&d, std::fs::Permissions::from_mode(0o755)).unwrap();
         let mut stack = Stack {
             dir,
-            apache_port: free_port(),
+            apache_port: 0,
             prom_port: 0,
             db_name: format!("otrsexp_dash_{}", std::process::id()),
             children: Vec::new(),
@@ -291,7 +291,6 @@ impl Stack {
         std::fs::create_dir(p("htdocs")).unwrap();
         let base = crate::common::apache_base_conf(
             d,
-            self.apache_port,
             www_data().is_some(),
             &[
                 "mpm_event",
@@ -327,25 +326,9 @@ impl Stack {
                 web = web.display(),
             ),
         );
-        let child = Command::new("/usr/sbin/apache2")
-            .arg("-f")
-            .arg(p("httpd.conf"))
-            .arg("-DFOREGROUND")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(p("apache-stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
+        let (child, port) = crate::common::start_apache(d);
         self.children.push(child);
-        let start = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", self.apache_port)).is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(15),
-                "apache2 did not listen: {}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.apache_port = port;
     }
 
     /// Prometheus with the shipped multi-node example config, pointed at the test Apache:
