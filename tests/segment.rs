@@ -5,7 +5,7 @@
 //! Child processes are this test binary re-executed with `SEG_CHILD=<role>`; the `child_entry`
 //! function (ignored in normal runs) dispatches them.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -62,6 +62,36 @@ fn child(role: &str, path: &Path, env: &[(&str, String)]) -> Command {
         cmd.env(k, v);
     }
     cmd
+}
+
+/// A child in `role` doing its `n` steps in `pace` chunks, each let go by [`pace_on`]: a
+/// fixed number of reads overlaps its writes however the machine schedules the two.
+fn paced(role: &str, path: &Path, n: u64, pace: u64) -> Child {
+    child(
+        role,
+        path,
+        &[("SEG_N", n.to_string()), ("SEG_PACE", pace.to_string())],
+    )
+    .stdin(Stdio::piped())
+    .spawn()
+    .unwrap()
+}
+
+/// In a child started by [`paced`] (`SEG_PACE` = k): before step `i` of `n` that starts one
+/// of k chunks, waits for a line on stdin, which the parent sends once per read it finished.
+fn wait_turn(i: u64, n: u64) {
+    let pace: u64 = std::env::var("SEG_PACE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    if pace > 1 && i % n.div_ceil(pace) == 0 {
+        std::io::stdin().read_line(&mut String::new()).unwrap();
+    }
+}
+
+/// Lets a [`paced`] child do its next chunk (nothing once it has exited).
+fn pace_on(child: &mut Child) {
+    let _ = child.stdin.as_mut().unwrap().write_all(b"\n");
 }
 
 fn wait_for_line(child: &mut Child, want: &str) {
@@ -184,6 +214,7 @@ fn child_entry() {
             let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
             println!("ready");
             for i in 0..n {
+                wait_turn(i, n);
                 w.inc(&own_counter(), &[("n", &i.to_string())]).unwrap();
             }
             println!("done");
@@ -193,6 +224,7 @@ fn child_entry() {
             let mut w = Writer::new(&seg, WorkerKind::Test).unwrap();
             println!("ready");
             for i in 0..n {
+                wait_turn(i, n);
                 let def = FamilyDef::counter(&format!("t_dyn_{i}"), "A family registered late");
                 w.inc(&def, &[]).unwrap();
             }
@@ -879,9 +911,8 @@ fn warm_reads_during_another_process_inserts_miss_nothing_afterwards() {
     let mut cache = ReadCache::new();
     let opts = ReadOptions::default();
     let n = 20_000u64;
-    let mut kid = child("grow", &path, &[("SEG_N", n.to_string())])
-        .spawn()
-        .unwrap();
+    let pace = 20;
+    let mut kid = paced("grow", &path, n, pace);
     let count = |fams: &[otrs_exporter::snapshot::Family]| {
         fams.iter()
             .filter(|f| f.name == "t_worker_events")
@@ -895,9 +926,10 @@ fn warm_reads_during_another_process_inserts_miss_nothing_afterwards() {
         assert!(now >= last, "series went missing: {now} after {last}");
         last = now;
         reads += 1;
+        pace_on(&mut kid);
     }
     assert!(kid.wait().unwrap().success());
-    assert!(reads > 5, "only {reads} reads overlapped the inserts");
+    assert!(reads >= pace, "{reads} reads");
     // Every insert the reads raced with is in the next read, and in the replays after it.
     for _ in 0..3 {
         let warm = seg.read_cached(&opts, &mut cache).unwrap();
@@ -984,9 +1016,8 @@ fn validating_while_another_process_grows_the_file_never_recreates_it() {
     o.max_bytes = 256 << 20;
     let seg = Segment::open(&o).unwrap();
     let n = 150_000u64;
-    let mut kid = child("grow", &path, &[("SEG_N", n.to_string())])
-        .spawn()
-        .unwrap();
+    let pace = 100;
+    let mut kid = paced("grow", &path, n, pace);
     let mut checks = 0u64;
     while kid.try_wait().unwrap().is_none() {
         // What every scrape does: validate the open segment, and open it anew (CGI).
@@ -997,9 +1028,10 @@ fn validating_while_another_process_grows_the_file_never_recreates_it() {
             "the segment was recreated"
         );
         checks += 1;
+        pace_on(&mut kid);
     }
     assert!(kid.wait().unwrap().success());
-    assert!(checks > 100, "only {checks} checks ran");
+    assert!(checks >= pace, "{checks} checks");
     assert!(
         seg.stats().size_bytes >= 16 << 20,
         "the file grew: {:?}",
@@ -1014,18 +1046,18 @@ fn reading_while_another_process_registers_families_is_not_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("seg");
     let seg = open(&path);
-    let mut kid = child("families", &path, &[("SEG_N", "400".into())])
-        .spawn()
-        .unwrap();
+    let pace = 20;
+    let mut kid = paced("families", &path, 400, pace);
     let mut reads = 0;
     while kid.try_wait().unwrap().is_none() {
         // A family registered after a read listed the families must not look like damage.
         seg.read(&ReadOptions::default())
             .expect("a read racing a family registration succeeds");
         reads += 1;
+        pace_on(&mut kid);
     }
     assert!(kid.wait().unwrap().success());
-    assert!(reads > 10, "only {reads} reads raced the registrations");
+    assert!(reads >= pace, "{reads} reads");
     let fams = seg.read(&ReadOptions::default()).unwrap();
     assert_eq!(
         fams.iter().filter(|f| f.name.starts_with("t_dyn_")).count(),
