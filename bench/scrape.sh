@@ -233,3 +233,5 @@ Paced, one scrape every $((1000 / PACED_RATE)) ms on a kept-alive connection ($P
 TABLE
 echo
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg)"
+# nginx spools a response that outgrows fastcgi_buffers to a temp file on disk: a tail cause.
+echo "nginx responses buffered to a temporary file: $(grep -c 'buffered to a temporary file' "$T/error.log" || true)"
