@@ -9,7 +9,8 @@
 # Needs nginx, wrk, fcgiwrap, htpasswd, apache2 + mod_fcgid (apt-get install nginx wrk fcgiwrap
 # apache2-utils apache2 libapache2-mod-fcgid); runs as root (Apache's children are www-data).
 # Then (a) and (d) again paced, one scrape every 1/PACED_RATE s (default 20/s for PACED_SECS=15 s),
-# as a scraper asks, instead of back-to-back.
+# as a scraper asks, instead of back-to-back; and (a) once more, reading each response's own
+# collector durations, to tell the collect phase from normalize, render and transfer.
 # Usage: bash bench/scrape.sh [SERIES] [WORKERS] [SECONDS_PER_RUN]   (defaults 10000 20 10)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -177,6 +178,38 @@ read -r C50 C99 CRPS _ < <(measure "http://127.0.0.1:$HTTP_PORT$METRICS" "$SECS"
 read -r E50 E99 ERPS _ < <(measure "http://127.0.0.1:$FCGID_PORT$METRICS" "$SECS")
 read -r F50 F99 FRPS _ < <(measure "http://127.0.0.1:$MODCGI_PORT$METRICS" "$SECS")
 
+# Where a warm scrape's time goes: (a) again, each response's own collector durations (the
+# collect phase, before normalize, render and send) recorded next to wrk's latency figures.
+cat > "$T/phases.lua" <<'LUA'
+local out = io.open(os.getenv("PHASES"), "w")
+local function value(body, prefix)
+  local i = string.find(body, prefix, 1, true)
+  if not i then return "nan" end
+  local j = string.find(body, "\n", i + #prefix, true)
+  return string.sub(body, i + #prefix, j - 1)
+end
+response = function(status, headers, body)
+  out:write(value(body, "\notrs_exporter_scrape_duration_seconds "))
+  for _, c in ipairs({"segment", "web_processes", "daemon_processes"}) do
+    out:write(" ", value(body, '\notrs_exporter_collector_duration_seconds{collector="' .. c .. '"} '))
+  end
+  out:write("\n")
+  out:flush()
+end
+LUA
+phases() {
+  wrk -t1 -c1 -d"${SECS}s" --latency -s "$T/phases.lua" -H "$AUTH" "$1" | wrk_figures
+  python3 - "$T/phases.txt" <<'PY'
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+for k, name in enumerate(["collect phase (all)", "segment", "web_processes", "daemon_processes"]):
+    d = sorted(float(r[k]) * 1000 for r in rows)
+    pick = lambda q: d[min(len(d) - 1, int(q * len(d)))]
+    print(f"{name} {pick(.5):.2f} {pick(.99):.2f}")
+PY
+}
+PHASES=$T/phases.txt phases "http://127.0.0.1:$NGINX_PORT$METRICS" > "$T/phases.out"
+
 read -r PA50 PA99 _ PAN < <(paced "http://127.0.0.1:$NGINX_PORT$METRICS")
 read -r PE50 PE99 _ PEN < <(paced "http://127.0.0.1:$FCGID_PORT$METRICS")
 
@@ -231,6 +264,16 @@ Paced, one scrape every $((1000 / PACED_RATE)) ms on a kept-alive connection ($P
 | (a) nginx → FastCGI | $PA50 | $PA99 | p99 < 5 ms | $(ok "$PA99" 5) |
 | (d) Apache → mod_fcgid | $PE50 | $PE99 | p99 < 5 ms | $(ok "$PE99" 5) |
 TABLE
+echo
+echo "(a) again, with each response's own collect-phase durations (p50 / p99 ms):"
+{
+  read -r P50 P99 _ PN
+  echo "  wrk latency, whole request      $P50 / $P99  ($PN scrapes)"
+  while read -r line; do
+    set -- $line
+    printf '  %-31s %s / %s\n' "${*:1:$#-2}" "${@: -2:1}" "${@: -1}"
+  done
+} < "$T/phases.out"
 echo
 echo "machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), load $(cut -d' ' -f1-3 /proc/loadavg)"
 # nginx spools a response that outgrows fastcgi_buffers to a temp file on disk: a tail cause.
