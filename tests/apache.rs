@@ -278,7 +278,30 @@ impl Apache {
     }
 
     fn get(&self, path: &str, auth: Option<(&str, &str)>) -> Resp {
-        http_get(self.port, path, auth).unwrap_or_else(|e| panic!("GET {path}: {e}{}", self.logs()))
+        http_get(self.port, path, auth).unwrap_or_else(|e| {
+            // Which Apache processes were there when it failed (a dead or restarting server
+            // reads differently from a live one that reset the connection).
+            let pid = self.child.id();
+            let state = |p: u32| {
+                std::fs::read_to_string(format!("/proc/{p}/stat"))
+                    .ok()
+                    .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned()))
+                    .unwrap_or_else(|| "gone".into())
+            };
+            let children: Vec<String> = std::fs::read_dir("/proc")
+                .unwrap()
+                .flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|&c| ppid(c) == Some(pid))
+                .map(|c| format!("{c} {} {}", comm(c), state(c)))
+                .collect();
+            panic!(
+                "GET {path} on port {}: {e}\napache2 {pid}: {}; children: {children:?}{}",
+                self.port,
+                state(pid),
+                self.logs()
+            )
+        })
     }
 
     fn scrape(&self, query: &str) -> Resp {
