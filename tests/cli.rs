@@ -372,6 +372,15 @@ fn scrape_demo(port: u16, auth: Option<(&str, &str)>) {
         "{body}"
     );
     promtool_check(&body);
+    // A whole scrape is sent with its length, not chunked.
+    let r = http_get(port, METRICS, auth).unwrap();
+    assert_eq!(r.header("Transfer-Encoding"), None, "{:?}", r.headers);
+    assert_eq!(
+        r.header("Content-Length"),
+        Some(r.body.len().to_string().as_str()),
+        "{:?}",
+        r.headers
+    );
 }
 
 #[test]
@@ -435,4 +444,96 @@ fn demo_without_apache_uses_the_builtin_listener_and_says_so() {
     assert!(banner.contains(&format!("scrape URL:  http://{listen}{METRICS}")));
     scrape_demo(port, None);
     assert!(child.wait().unwrap().success());
+}
+
+/// The built-in listener sends a scrape of any size with its `Content-Length` (tiny_http
+/// switches to chunked encoding from 32 KiB unless told otherwise), and HEAD the same length
+/// without a body.
+#[test]
+fn builtin_listener_sends_a_large_scrape_with_its_length() {
+    use std::io::Write;
+    let e = env();
+    // 80 routes of web requests, as Apache's piped access log hands them over: well over
+    // 32 KiB of histogram lines.
+    let me = std::process::id();
+    let lines: String = (0..80)
+        .map(|i| {
+            format!(
+                "otrs-exporter:1\tapache\t{me}\t{}\t1234\tGET\t/otrs/index.pl?Action=AgentTest{i}\t200\t-\n",
+                1000 + i
+            )
+        })
+        .collect();
+    let mut ingest = Command::new(BIN)
+        .arg("ingest")
+        .env("OTRS_EXPORTER_CONFIG", &e.config)
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    ingest
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(lines.as_bytes())
+        .unwrap();
+    assert!(ingest.wait().unwrap().success());
+    let port = common::free_port();
+    let mut server = Command::new(BIN)
+        .args(["serve-http", "--listen", &format!("127.0.0.1:{port}")])
+        .env("OTRS_EXPORTER_CONFIG", &e.config)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut get = None;
+    for _ in 0..100 {
+        if let Ok(r) = http_get(port, METRICS, None) {
+            get = Some(r);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let head = {
+        use std::io::Read;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            c,
+            "HEAD {METRICS} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut raw = String::new();
+        c.read_to_string(&mut raw).unwrap();
+        raw
+    };
+    let _ = server.kill();
+    let _ = server.wait();
+    let get = get.expect("serve-http answers");
+    assert_eq!(get.status, 200);
+    assert!(
+        get.body.matches("route=\"agent:AgentTest").count() >= 80,
+        "every route is in the scrape"
+    );
+    assert!(get.body.len() > 32 << 10, "{} bytes", get.body.len());
+    assert_eq!(get.header("Transfer-Encoding"), None, "{:?}", get.headers);
+    assert_eq!(
+        get.header("Content-Length"),
+        Some(get.body.len().to_string().as_str())
+    );
+    let (status_line, rest) = head.split_once("\r\n").unwrap();
+    assert!(status_line.ends_with("200 OK"), "{head}");
+    let (headers, body) = rest.split_once("\r\n\r\n").unwrap();
+    assert!(body.is_empty(), "HEAD has no body: {head}");
+    assert!(!headers.contains("Transfer-Encoding"), "{head}");
+    let len: usize = headers
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The HEAD scrape is another scrape: the exporter's own figures may differ in length.
+    assert!(
+        len.abs_diff(get.body.len()) < 1024,
+        "{len} vs {}",
+        get.body.len()
+    );
 }

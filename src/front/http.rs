@@ -105,8 +105,11 @@ fn answer(mut req: tiny_http::Request, handler: &dyn Handler) {
     let head_only = request.method == "HEAD";
     let length = response.body.len();
     let (status, headers, body) = (response.status, response.headers, response.body);
+    // The body is whole: always send its Content-Length (tiny_http would switch to chunked
+    // encoding from 32 KiB on, dropping it for every real scrape).
     let mut out = tiny_http::Response::from_data(if head_only { Vec::new() } else { body })
-        .with_status_code(status);
+        .with_status_code(status)
+        .with_chunked_threshold(usize::MAX);
     for (k, v) in &headers {
         if let Ok(h) = tiny_http::Header::from_bytes(k.as_bytes(), v.as_bytes()) {
             out.add_header(h);
