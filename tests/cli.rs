@@ -34,13 +34,15 @@ fn env() -> Env {
 }
 
 impl Env {
+    /// The binary with `args` on this environment's config.
+    fn command(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.args(args).env("OTRS_EXPORTER_CONFIG", &self.config);
+        c
+    }
+
     fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(BIN)
-            .args(args)
-            .env("OTRS_EXPORTER_CONFIG", &self.config)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap()
+        self.command(args).stdin(Stdio::null()).output().unwrap()
     }
 
     /// One CGI request, as Apache's mod_cgi would run it (a fresh process each time).
@@ -464,9 +466,8 @@ fn builtin_listener_sends_a_large_scrape_with_its_length() {
             )
         })
         .collect();
-    let mut ingest = Command::new(BIN)
-        .arg("ingest")
-        .env("OTRS_EXPORTER_CONFIG", &e.config)
+    let mut ingest = e
+        .command(&["ingest"])
         .stdin(Stdio::piped())
         .spawn()
         .unwrap();
@@ -478,9 +479,8 @@ fn builtin_listener_sends_a_large_scrape_with_its_length() {
         .unwrap();
     assert!(ingest.wait().unwrap().success());
     let port = common::free_port();
-    let mut server = Command::new(BIN)
-        .args(["serve-http", "--listen", &format!("127.0.0.1:{port}")])
-        .env("OTRS_EXPORTER_CONFIG", &e.config)
+    let mut server = e
+        .command(&["serve-http", "--listen", &format!("127.0.0.1:{port}")])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .spawn()
@@ -493,18 +493,7 @@ fn builtin_listener_sends_a_large_scrape_with_its_length() {
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let head = {
-        use std::io::Read;
-        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        write!(
-            c,
-            "HEAD {METRICS} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut raw = String::new();
-        c.read_to_string(&mut raw).unwrap();
-        raw
-    };
+    let head = common::http_request(port, "HEAD", METRICS, None);
     let _ = server.kill();
     let _ = server.wait();
     let get = get.expect("serve-http answers");
@@ -519,17 +508,11 @@ fn builtin_listener_sends_a_large_scrape_with_its_length() {
         get.header("Content-Length"),
         Some(get.body.len().to_string().as_str())
     );
-    let (status_line, rest) = head.split_once("\r\n").unwrap();
-    assert!(status_line.ends_with("200 OK"), "{head}");
-    let (headers, body) = rest.split_once("\r\n\r\n").unwrap();
-    assert!(body.is_empty(), "HEAD has no body: {head}");
-    assert!(!headers.contains("Transfer-Encoding"), "{head}");
-    let len: usize = headers
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Length: "))
-        .unwrap()
-        .parse()
-        .unwrap();
+    let head = head.unwrap();
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty(), "HEAD has no body: {head:?}");
+    assert_eq!(head.header("Transfer-Encoding"), None, "{head:?}");
+    let len: usize = head.header("Content-Length").unwrap().parse().unwrap();
     // The HEAD scrape is another scrape: the exporter's own figures may differ in length.
     assert!(
         len.abs_diff(get.body.len()) < 1024,

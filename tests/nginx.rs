@@ -39,37 +39,11 @@ fn nginx_bin() -> PathBuf {
     panic!("nginx is not installed: run `bash scripts/setup.sh` (or `apt-get install nginx`)");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn base64(input: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in input.chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 fn basic(user: &str, password: &str) -> String {
-    format!("Basic {}", base64(format!("{user}:{password}").as_bytes()))
+    format!(
+        "Basic {}",
+        common::base64(format!("{user}:{password}").as_bytes())
+    )
 }
 
 /// A parsed HTTP response.
@@ -318,57 +292,31 @@ http {{
             snippet = repo_file("nginx/otrs-exporter.conf").display(),
         );
         std::fs::write(self.path("nginx.conf"), conf).unwrap();
-        // A port found free is free only until someone binds it: another test may take it
-        // first. Then nginx fails to bind and starts again on another port; a bare connect
-        // would not do as a readiness check, since it could reach that other server.
-        for _ in 0..5 {
-            self.port = free_port();
-            std::fs::write(
-                self.path("listen.conf"),
-                format!("listen 127.0.0.1:{};\n", self.port),
-            )
-            .unwrap();
-            let _ = std::fs::remove_file(self.path("nginx.pid"));
-            let child = Command::new(nginx_bin())
-                .arg("-p")
-                .arg(self.dir.path())
-                .arg("-c")
-                .arg(self.path("nginx.conf"))
-                .arg("-e")
-                .arg(self.path("error.log"))
-                .args(["-g", "daemon off;"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            let (port, ours) = (self.port, child.id().to_string());
-            let pid_file = self.path("nginx.pid");
-            let nginx = self.nginx.insert(child);
-            let mut taken = false;
-            wait_for("nginx", || {
-                if let Some(status) = nginx.try_wait().unwrap() {
-                    let mut err = String::new();
-                    nginx
-                        .stderr
-                        .take()
-                        .unwrap()
-                        .read_to_string(&mut err)
-                        .unwrap();
-                    if err.contains("Address already in use") {
-                        taken = true;
-                        return true;
-                    }
-                    panic!("nginx exited with {status}: {err}");
-                }
-                let pid = std::fs::read_to_string(&pid_file).unwrap_or_default();
-                pid.trim() == ours && TcpStream::connect(("127.0.0.1", port)).is_ok()
-            });
-            if !taken {
-                return;
-            }
-        }
-        panic!("nginx found its port taken five times");
+        let dir = self.dir.path();
+        let (child, port) = common::serve_on_free_port(
+            "nginx",
+            dir,
+            |port| format!("listen 127.0.0.1:{port};\n"),
+            &dir.join("nginx.pid"),
+            || {
+                Command::new(nginx_bin())
+                    .arg("-p")
+                    .arg(dir)
+                    .arg("-c")
+                    .arg(dir.join("nginx.conf"))
+                    .arg("-e")
+                    .arg(dir.join("error.log"))
+                    .args(["-g", "daemon off;"])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+                    .spawn()
+                    .unwrap()
+            },
+            || std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
+        );
+        self.nginx = Some(child);
+        self.port = port;
     }
 
     fn exporter_log(&self) -> String {

@@ -101,58 +101,74 @@ pub fn apache_base_conf(dir: &std::path::Path, as_www_data: bool, modules: &[&st
 }
 
 /// Starts `apache2 -f <dir>/httpd.conf` (written with [`apache_base_conf`]) in the foreground,
-/// its stderr in `<dir>/stderr.log`, and waits (up to 15 s) until it serves: returns the child
-/// and the port it listens on.
-///
-/// "Serves" means its pid file names this child and its port accepts connections: a bare
-/// connect could reach another test's server that took the same free port first, since a
-/// port found free is free only until someone binds it. When that race makes Apache fail to
-/// bind, it is started again on another port. Panics with its logs if it exits otherwise or
-/// never serves (the caller's guard stops it).
+/// its stderr in `<dir>/stderr.log`, and waits until it serves (see [`serve_on_free_port`]):
+/// returns the child and the port it listens on.
 pub fn start_apache(dir: &std::path::Path) -> (std::process::Child, u16) {
+    serve_on_free_port(
+        "apache2",
+        dir,
+        |port| format!("Listen 127.0.0.1:{port}\n"),
+        &dir.join("httpd.pid"),
+        || {
+            Command::new("/usr/sbin/apache2")
+                .arg("-f")
+                .arg(dir.join("httpd.conf"))
+                .arg("-DFOREGROUND")
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+                .spawn()
+                .unwrap()
+        },
+        || apache_logs(dir),
+    )
+}
+
+/// Starts a web server whose config includes `<dir>/listen.conf`, written as `listen(port)`
+/// for a free port, with `spawn`, and waits (up to 15 s) until it serves: returns the child
+/// and the port.
+///
+/// "Serves" means its `pid_file` names this child and its port accepts connections: a bare
+/// connect could reach another test's server that took the same free port first, since a
+/// port found free is free only until someone binds it. When that race makes the server fail
+/// to bind ("Address already in use" in `logs()`), it is started again on another port.
+/// Panics with its logs if it exits otherwise or never serves (the caller's guard stops it).
+pub fn serve_on_free_port(
+    name: &str,
+    dir: &std::path::Path,
+    listen: impl Fn(u16) -> String,
+    pid_file: &std::path::Path,
+    mut spawn: impl FnMut() -> std::process::Child,
+    logs: impl Fn() -> String,
+) -> (std::process::Child, u16) {
     for _ in 0..5 {
         let port = free_port();
-        std::fs::write(
-            dir.join("listen.conf"),
-            format!("Listen 127.0.0.1:{port}\n"),
-        )
-        .unwrap();
-        let _ = std::fs::remove_file(dir.join("httpd.pid"));
-        let mut child = Command::new("/usr/sbin/apache2")
-            .arg("-f")
-            .arg(dir.join("httpd.conf"))
-            .arg("-DFOREGROUND")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-            .spawn()
-            .unwrap();
+        std::fs::write(dir.join("listen.conf"), listen(port)).unwrap();
+        let _ = std::fs::remove_file(pid_file);
+        let mut child = spawn();
         let start = std::time::Instant::now();
         let ours = child.id().to_string();
         loop {
             if let Ok(Some(st)) = child.try_wait() {
-                let logs = apache_logs(dir);
+                let logs = logs();
                 if logs.contains("Address already in use") {
                     break;
                 }
-                panic!("apache2 exited ({st}): {logs}");
+                panic!("{name} exited ({st}): {logs}");
             }
-            let pid = std::fs::read_to_string(dir.join("httpd.pid")).unwrap_or_default();
+            let pid = std::fs::read_to_string(pid_file).unwrap_or_default();
             if pid.trim() == ours && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
                 return (child, port);
             }
             if start.elapsed() > std::time::Duration::from_secs(15) {
                 let _ = child.kill();
                 let _ = child.wait();
-                panic!("apache2 did not serve: {}", apache_logs(dir));
+                panic!("{name} did not serve: {}", logs());
             }
             std::thread::sleep(std::time::Duration::from_millis(50));
         }
     }
-    panic!(
-        "apache2 found its port taken five times: {}",
-        apache_logs(dir)
-    );
+    panic!("{name} found its port taken five times: {}", logs());
 }
 
 /// The error log and stderr of the Apache in `dir`, for failure messages.
@@ -212,9 +228,19 @@ pub fn base64(data: &[u8]) -> String {
 
 /// One `GET` over a fresh connection (`Connection: close`), with basic auth if given.
 pub fn http_get(port: u16, path: &str, auth: Option<(&str, &str)>) -> std::io::Result<Resp> {
+    http_request(port, "GET", path, auth)
+}
+
+/// [`http_get`] with another method (a `HEAD` response has an empty body).
+pub fn http_request(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<(&str, &str)>,
+) -> std::io::Result<Resp> {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n");
     if let Some((u, p)) = auth {
         req.push_str(&format!(
             "Authorization: Basic {}\r\n",
