@@ -282,16 +282,9 @@ impl Apache {
             // Which Apache processes were there when it failed (a dead or restarting server
             // reads differently from a live one that reset the connection).
             let pid = self.child.id();
-            let state = |p: u32| {
-                std::fs::read_to_string(format!("/proc/{p}/stat"))
-                    .ok()
-                    .and_then(|s| Some(s.rsplit_once(')')?.1.split_whitespace().next()?.to_owned()))
-                    .unwrap_or_else(|| "gone".into())
-            };
-            let children: Vec<String> = std::fs::read_dir("/proc")
-                .unwrap()
-                .flatten()
-                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+            let state = |p: u32| stat_field(p, 0).unwrap_or_else(|| "gone".into());
+            let children: Vec<String> = proc_pids()
+                .into_iter()
                 .filter(|&c| ppid(c) == Some(pid))
                 .map(|c| format!("{c} {} {}", comm(c), state(c)))
                 .collect();
@@ -332,16 +325,10 @@ impl Apache {
 
     /// PIDs of running processes executing our binary copy.
     fn exporter_pids(&self) -> Vec<u32> {
-        let mut pids = Vec::new();
-        for e in std::fs::read_dir("/proc").unwrap().flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-                continue;
-            };
-            if std::fs::read_link(e.path().join("exe")).is_ok_and(|x| x == self.bin) {
-                pids.push(pid);
-            }
-        }
-        pids
+        proc_pids()
+            .into_iter()
+            .filter(|p| std::fs::read_link(format!("/proc/{p}/exe")).is_ok_and(|x| x == self.bin))
+            .collect()
     }
 
     fn otrs_hits(&self) -> String {
@@ -381,14 +368,29 @@ fn wait_for(mut ok: impl FnMut() -> bool, what: &str) {
     }
 }
 
-fn ppid(pid: u32) -> Option<u32> {
+/// Every PID in `/proc`.
+fn proc_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
+/// Field `n` of `/proc/<pid>/stat` after the command name (0 = state, 1 = parent PID).
+fn stat_field(pid: u32, n: usize) -> Option<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
+    Some(
+        stat.rsplit_once(')')?
+            .1
+            .split_whitespace()
+            .nth(n)?
+            .to_owned(),
+    )
+}
+
+fn ppid(pid: u32) -> Option<u32> {
+    stat_field(pid, 1)?.parse().ok()
 }
 
 fn comm(pid: u32) -> String {
