@@ -136,16 +136,21 @@ fn unix_socket_and_segment_get_restrictive_modes_and_the_web_server_group() {
         ),
     )
     .unwrap();
+    let log = dir.path().join("serve.log");
     let child = Command::new(BIN)
         .arg("serve")
         .env("OTRS_EXPORTER_CONFIG", &cfg)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let server = Server(child);
-    wait_until("serve creates the socket", || sock.exists());
+    // The socket file exists (owner-only) before its mode and group are set; serve says it
+    // serves once they are.
+    wait_until("serve sets up the socket", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("serving FastCGI on"))
+    });
     let m = std::fs::metadata(&sock).unwrap();
     assert_eq!(m.mode() & 0o777, 0o660, "socket mode");
     if let Some((_, gid)) = group {
