@@ -283,7 +283,12 @@ impl Segment {
     }
 
     /// [`Segment::for_each_entry`] over share `part.0` of `part.1` equal shares of the index
-    /// slots, giving each entry's offset and head. Call inside [`Segment::with_seq`].
+    /// slots, giving each entry's offset and head, in the order of the entries' offsets (not
+    /// of their slots). Call inside [`Segment::with_seq`].
+    ///
+    /// Slots are in hash order, so visiting entries slot by slot jumps about the whole data
+    /// area: on a VM, where a TLB miss walks two page tables, those jumps were a tenth of a
+    /// cold scrape. Entries are bump-allocated, so offset order reads them front to back.
     pub(crate) fn for_each_entry_in(
         &self,
         (part, parts): (usize, usize),
@@ -292,11 +297,17 @@ impl Segment {
         let m = self.map();
         let (off, cap) = geometry(m)?;
         let bound = |p: usize| cap * p as u64 / parts.max(1) as u64;
-        for i in bound(part)..bound(part + 1).min(cap) {
+        let (lo, hi) = (bound(part), bound(part + 1).min(cap));
+        let mut entries = Vec::with_capacity((hi.saturating_sub(lo) / 2) as usize);
+        for i in lo..hi {
             let v = m.u64_unchecked(off + 8 * i).load(Ordering::Acquire);
             if v > SLOT_TOMBSTONE {
-                f(v, entry_head(m, v)?)?;
+                entries.push(v);
             }
+        }
+        entries.sort_unstable();
+        for v in entries {
+            f(v, entry_head(m, v)?)?;
         }
         Ok(())
     }
