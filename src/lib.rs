@@ -19,6 +19,7 @@ pub mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;
+mod prefetch;
 pub mod segment;
 pub mod selftest;
 pub mod service;

@@ -673,7 +673,7 @@ impl Scratch<'_> {
     }
 
     /// Whether rendering keeps nothing between renders (each line is written once).
-    fn is_cold(&self) -> bool {
+    pub(crate) fn is_cold(&self) -> bool {
         self.cache.is_none()
     }
 

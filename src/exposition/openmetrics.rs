@@ -54,7 +54,13 @@ pub(crate) fn render(
         scratch.begin_family(fam, fkey);
         let created_ok = matches!(fam.kind, MetricKind::Counter | MetricKind::Histogram);
         let mut written = 0usize;
-        for series in part.series {
+        // Only without a cache: a warm render compares label sets by address, never reading
+        // them, and prefetching would pull 10k of them in for nothing.
+        let prefetch = scratch.is_cold();
+        for (k, series) in part.series.iter().enumerate() {
+            if prefetch {
+                crate::prefetch::labels_ahead(part.series, k);
+            }
             // Prefixes: scalar `[sample, _created]`; histogram `[buckets…, +Inf, _sum, _count,
             // _created]`.
             let Some(lines) = prepare_series(fam.kind, series, fkey, true, scratch, |l, le, p| {
