@@ -1,9 +1,16 @@
 //! One-off work spread over the cores: a CGI process reads the segment and renders the
-//! scrape once, with nothing cached, so it cuts each job into equal shares, one per core, on
-//! scoped threads (no pool outlives the job).
+//! scrape once, with nothing cached, so it cuts each job into chunks that this thread takes
+//! from the front and helper threads, one per other core, from the back (scoped threads: no
+//! pool outlives the job).
+
+use std::sync::Mutex;
 
 /// The most threads one job uses.
 pub(crate) const MAX_SHARES: usize = 4;
+
+/// Chunks per thread a job is cut into: enough that the ends meet near the middle however
+/// late a helper starts, few enough that each chunk is worth its bookkeeping.
+pub(crate) const CHUNKS_PER_SHARE: usize = 8;
 
 /// How many shares a job of `items` takes: one per core (at most [`MAX_SHARES`]) from `from`
 /// items on, else one (a thread costs more than it saves on a small job).
@@ -17,41 +24,114 @@ pub(crate) fn count(items: usize, from: usize) -> usize {
     cores.min(MAX_SHARES)
 }
 
-/// Runs share 0 with `first` on this thread and shares `1..shares` with `rest` on scoped
-/// threads; returns share 0's result and the others' in order. A panic in a share is
-/// resumed here, as if the work had run on this thread.
-pub(crate) fn run<F, T>(
-    shares: usize,
-    first: impl FnOnce() -> F,
-    rest: impl Fn(usize) -> T + Sync,
-) -> (F, Vec<T>)
-where
-    T: Send,
-{
-    std::thread::scope(|s| {
-        let rest = &rest;
-        let others: Vec<_> = (1..shares).map(|k| s.spawn(move || rest(k))).collect();
-        let first = first();
-        let others = others
+/// Runs jobs `0..jobs`: this thread takes them from the front, in order, with `front`, while
+/// `helpers` scoped threads take them from the back with `back` (each with a state made by
+/// `state` when it gets its first job), until the two ends meet.
+///
+/// Equal shares fixed in advance made this thread wait for a helper that started late: on a
+/// 2-vCPU VM, waking the idle vCPU often took as long as this thread's whole share, and a
+/// cold read ran serially plus a thread's start. Here a late or slow helper leaves its jobs to
+/// this thread, so the wait is at most the jobs in progress.
+///
+/// Returns `k`, the number of jobs run at the front (jobs `0..k`, in that order), and the
+/// helpers' results for jobs `k..jobs`, in job order. A panic in a helper is resumed here, as
+/// if its job had run on this thread.
+pub(crate) fn from_both_ends<S, T: Send>(
+    jobs: usize,
+    helpers: usize,
+    mut front: impl FnMut(usize),
+    state: impl Fn() -> S + Sync,
+    back: impl Fn(&mut S, usize) -> T + Sync,
+) -> (usize, Vec<T>) {
+    // (next job at the front, end of the jobs left at the back).
+    let ends = Mutex::new((0usize, jobs));
+    let take = |from_back: bool| {
+        let mut e = ends.lock().unwrap_or_else(|p| p.into_inner());
+        if e.0 >= e.1 {
+            return None;
+        }
+        if from_back {
+            e.1 -= 1;
+            Some(e.1)
+        } else {
+            e.0 += 1;
+            Some(e.0 - 1)
+        }
+    };
+    let mut done: Vec<(usize, T)> = std::thread::scope(|s| {
+        let (take, state, back) = (&take, &state, &back);
+        let handles: Vec<_> = (0..helpers.min(jobs))
+            .map(|_| {
+                s.spawn(move || {
+                    let mut st = None;
+                    let mut done = Vec::new();
+                    while let Some(i) = take(true) {
+                        let st = st.get_or_insert_with(state);
+                        done.push((i, back(st, i)));
+                    }
+                    done
+                })
+            })
+            .collect();
+        while let Some(i) = take(false) {
+            front(i);
+        }
+        handles
             .into_iter()
-            .map(|h| {
+            .flat_map(|h| {
                 h.join()
                     .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
             })
-            .collect();
-        (first, others)
-    })
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    let k = jobs - done.len();
+    debug_assert!(done.iter().enumerate().all(|(n, (i, _))| *i == k + n));
+    (k, done.into_iter().map(|(_, t)| t).collect())
 }
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
     #[test]
-    fn results_come_in_share_order() {
-        let (first, rest) = super::run(5, || "zero", |k| k * 10);
-        assert_eq!(first, "zero");
-        assert_eq!(rest, vec![10, 20, 30, 40]);
-        let (_, none) = super::run(1, || (), |k| k);
-        assert!(none.is_empty());
+    fn every_job_runs_once_front_in_order_back_results_in_order() {
+        for (jobs, helpers) in [(0, 1), (1, 1), (2, 1), (16, 1), (32, 3), (5, 8)] {
+            let mut front = Vec::new();
+            let (k, back) =
+                super::from_both_ends(jobs, helpers, |i| front.push(i), || (), |_, i| i * 10);
+            assert_eq!(front, (0..k).collect::<Vec<_>>(), "{jobs} jobs");
+            let want: Vec<usize> = (k..jobs).map(|i| i * 10).collect();
+            assert_eq!(back, want, "{jobs} jobs");
+        }
+    }
+
+    #[test]
+    fn a_helper_that_is_held_up_leaves_its_jobs_to_the_front() {
+        // The helper's first job waits until the front has run seven: the front takes all of
+        // them instead of waiting for the helper, which then finds nothing left.
+        let released = AtomicBool::new(false);
+        let mut front = Vec::new();
+        let (k, back) = super::from_both_ends(
+            8,
+            1,
+            |i| {
+                front.push(i);
+                if i == 6 {
+                    released.store(true, Ordering::Release);
+                }
+            },
+            || (),
+            |_, i| {
+                while !released.load(Ordering::Acquire) {
+                    std::thread::yield_now();
+                }
+                i
+            },
+        );
+        assert!(k >= 7, "the front ran {k} of 8");
+        assert_eq!(front, (0..k).collect::<Vec<_>>());
+        assert_eq!(back, (k..8).collect::<Vec<_>>());
     }
 
     #[test]

@@ -268,17 +268,29 @@ fn label_order_checked<T>(items: &[T], labels: impl Fn(&T) -> &[Label]) -> (Vec<
         let mut texts: Vec<&str> = Vec::new();
         let mut keys: Vec<u32> = Vec::with_capacity(n * 8);
         let mut spans: Vec<(u32, u32)> = Vec::with_capacity(n);
+        // The text and id last seen at each position of a label set: the names, and often
+        // values, repeat from one item to the next, and comparing addresses skips the lookup.
+        let mut recent: Vec<(*const u8, u32)> = Vec::new();
         for item in items.iter() {
             let start = keys.len() as u32;
-            for (name, value) in labels(item) {
-                for t in [name, value] {
-                    let next = texts.len() as u32;
-                    let id = *ids.entry(t.as_ptr()).or_insert_with(|| {
-                        texts.push(t);
-                        next
-                    });
-                    keys.push(id);
-                }
+            for (pos, t) in labels(item).iter().flat_map(|(n, v)| [n, v]).enumerate() {
+                let p = t.as_ptr();
+                let id = match recent.get(pos) {
+                    Some(&(q, id)) if q == p => id,
+                    _ => {
+                        let next = texts.len() as u32;
+                        let id = *ids.entry(p).or_insert_with(|| {
+                            texts.push(t);
+                            next
+                        });
+                        match recent.get_mut(pos) {
+                            Some(r) => *r = (p, id),
+                            None => recent.push((p, id)),
+                        }
+                        id
+                    }
+                };
+                keys.push(id);
             }
             spans.push((start, keys.len() as u32 - start));
         }
@@ -351,9 +363,17 @@ fn label_order_checked<T>(items: &[T], labels: impl Fn(&T) -> &[Label]) -> (Vec<
 pub fn apply_order<T>(items: &mut [T], mut order: Vec<u32>) {
     assert_eq!(items.len(), order.len(), "an order for every item");
     for start in 0..order.len() {
-        // Follow the cycle through `start`; a placed position gets `order[k] == k`.
+        // Follow the cycle through `start`; a placed position gets `order[k] == k`. The items
+        // a few steps further along the cycle are prefetched: the steps jump about `items`,
+        // and each waited for memory.
         let mut k = start;
+        let mut ahead = start;
+        for _ in 0..4 {
+            ahead = order[ahead] as usize;
+        }
         loop {
+            crate::prefetch::line(items.as_ptr().wrapping_add(ahead));
+            ahead = order[ahead] as usize;
             let from = order[k] as usize;
             order[k] = k as u32;
             if from == start || from == k {

@@ -177,7 +177,9 @@ pub fn render(snapshot: &Snapshot, format: Format, out: &mut Vec<u8>) {
     render_in_shares(snapshot, format, out, shares, &mut Scratch::default());
 }
 
-/// [`render`] by `shares` threads, the first (on this thread) with `scratch`.
+/// [`render`] by `shares` threads, this one with `scratch`. More than one share cuts the
+/// series into chunks that this thread renders into `out` from the front and helpers into
+/// buffers of their own from the back (see [`crate::shares::from_both_ends`]).
 fn render_in_shares(
     snapshot: &Snapshot,
     format: Format,
@@ -189,26 +191,76 @@ fn render_in_shares(
     if shares <= 1 || total == 0 {
         render_parts(&whole(snapshot), format, out, scratch);
     } else {
-        let split = split(snapshot, total, shares);
-        let capacity = |part: &[FamilyPart]| {
-            out.capacity() / total * part.iter().map(|p| p.series.len()).sum::<usize>()
-        };
-        let capacities: Vec<usize> = split.iter().map(|part| capacity(part)).collect();
-        let (first, others) = crate::shares::run(
-            shares,
-            || render_parts(&split[0], format, out, scratch),
-            |k| {
-                let mut buf = Vec::with_capacity(capacities[k]);
-                let outcome = render_parts(&split[k], format, &mut buf, &mut Scratch::default());
-                (buf, outcome)
-            },
+        let chunks = split(snapshot, total, shares * crate::shares::CHUNKS_PER_SHARE);
+        let per_series = out.capacity() / total;
+        let mut front = FrontChunks::default();
+        let (_, back) = crate::shares::from_both_ends(
+            chunks.len(),
+            shares - 1,
+            |i| front.render(&chunks[i], format, out, scratch),
+            || (),
+            |_, i| render_alone(&chunks[i], format, per_series),
         );
-        let mut outcomes = vec![(Vec::new(), first)];
-        outcomes.extend(others);
-        join_parts(out, outcomes);
+        join_parts(out, front.then(back));
     }
     if format == Format::OpenMetrics {
         out.extend_from_slice(b"# EOF\n");
+    }
+}
+
+/// Renders one chunk into a buffer of its own, sized from `per_series` bytes a series.
+fn render_alone(parts: &[FamilyPart], format: Format, per_series: usize) -> (Vec<u8>, PartOutcome) {
+    let n: usize = parts.iter().map(|p| p.series.len()).sum();
+    let mut buf = Vec::with_capacity(per_series * n);
+    let outcome = render_parts(parts, format, &mut buf, &mut Scratch::default());
+    (buf, outcome)
+}
+
+/// The chunks rendered one after the other into the same buffer, from the first on, taken
+/// together as one share for [`join_parts`].
+#[derive(Default)]
+struct FrontChunks {
+    /// The metadata lines at the end of the buffer of a family none of whose series were
+    /// written yet, which goes on in the next chunk: (start, end).
+    open: Option<(usize, usize)>,
+}
+
+impl FrontChunks {
+    /// Renders the next chunk after the earlier ones in `out`. The metadata lines of a family
+    /// left open by the chunk before go if this chunk ends the family without writing one of
+    /// its series, as a whole render leaves them out.
+    fn render(
+        &mut self,
+        parts: &[FamilyPart],
+        format: Format,
+        out: &mut Vec<u8>,
+        scratch: &mut Scratch,
+    ) {
+        let start = out.len();
+        let mut outcome = render_parts(parts, format, out, scratch);
+        if let (Some((from, to)), Some((written, ends))) = (self.open, outcome.lead) {
+            if written > 0 {
+                self.open = None;
+            } else if ends {
+                // Nothing of the family was written between those lines and this chunk.
+                debug_assert_eq!(to, start);
+                out.drain(from..to);
+                outcome.open_head = outcome.open_head.map(|m| m - (to - from));
+                self.open = None;
+            }
+        }
+        if let Some(mark) = outcome.open_head {
+            self.open = Some((mark, out.len()));
+        }
+    }
+
+    /// The chunks rendered here as the first share, followed by the `back` shares.
+    fn then(self, back: Vec<(Vec<u8>, PartOutcome)>) -> Vec<(Vec<u8>, PartOutcome)> {
+        let first = PartOutcome {
+            open_head: self.open.map(|(from, _)| from),
+            lead: None,
+        };
+        std::iter::once((Vec::new(), first)).chain(back).collect()
     }
 }
 
@@ -1058,6 +1110,45 @@ mod tests {
                     "{format:?} in {shares} shares:\n{}",
                     String::from_utf8_lossy(&got)
                 );
+            }
+        }
+    }
+
+    /// The render of `snap` cut into `chunks`, the first `k` rendered at the front and the
+    /// others alone, as [`render_in_shares`] joins them when the ends meet after `k`.
+    fn render_meeting_at(snap: &Snapshot, format: Format, chunks: usize, k: usize) -> Vec<u8> {
+        let parts = split(snap, snap.series_count(), chunks);
+        let (mut out, mut front, mut scratch) =
+            (Vec::new(), FrontChunks::default(), Scratch::default());
+        for part in &parts[..k] {
+            front.render(part, format, &mut out, &mut scratch);
+        }
+        let back = parts[k..]
+            .iter()
+            .map(|part| render_alone(part, format, 64))
+            .collect();
+        join_parts(&mut out, front.then(back));
+        if format == Format::OpenMetrics {
+            out.extend_from_slice(b"# EOF\n");
+        }
+        out
+    }
+
+    #[test]
+    fn a_render_in_chunks_equals_a_whole_render_wherever_the_ends_meet() {
+        let snap = cut_snapshot();
+        for format in [Format::Text, Format::OpenMetrics] {
+            let mut want = Vec::new();
+            render_in_shares(&snap, format, &mut want, 1, &mut Scratch::default());
+            for chunks in [2, 3, 5, 8, 13, 64] {
+                for k in 0..=chunks {
+                    let got = render_meeting_at(&snap, format, chunks, k);
+                    assert!(
+                        got == want,
+                        "{format:?} in {chunks} chunks meeting after {k}:\n{}",
+                        String::from_utf8_lossy(&got)
+                    );
+                }
             }
         }
     }

@@ -282,31 +282,42 @@ impl Segment {
         Ok(())
     }
 
-    /// [`Segment::for_each_entry`] over share `part.0` of `part.1` equal shares of the index
-    /// slots, giving each entry's offset and head, in the order of the entries' offsets (not
-    /// of their slots). Call inside [`Segment::with_seq`].
+    /// The offsets of the live entries, bucketed into `chunks` equal address ranges of the
+    /// committed file (each bucket in slot order), for a read cut into chunks that each visit
+    /// one stretch of memory. Call inside [`Segment::with_seq`].
+    pub(crate) fn entries_by_address(&self, chunks: usize) -> Result<Vec<Vec<u64>>, SegmentError> {
+        let m = self.map();
+        let (off, cap) = geometry(m)?;
+        let chunks = chunks.max(1);
+        let span = u128::from(m.committed().max(1));
+        let mut out: Vec<Vec<u64>> = (0..chunks)
+            .map(|_| Vec::with_capacity(cap as usize / chunks / 2 + 1))
+            .collect();
+        for i in 0..cap {
+            let v = m.u64_unchecked(off + 8 * i).load(Ordering::Acquire);
+            if v > SLOT_TOMBSTONE {
+                // An offset past the end (damage) goes to the last bucket; its head check fails.
+                let b = (u128::from(v) * chunks as u128 / span).min(chunks as u128 - 1);
+                out[b as usize].push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `f` with each of `entries` (offsets from [`Segment::entries_by_address`]) and its
+    /// head, in offset order: `entries` is sorted first. Call inside [`Segment::with_seq`].
     ///
     /// Slots are in hash order, so visiting entries slot by slot jumps about the whole data
     /// area: on a VM, where a TLB miss walks two page tables, those jumps were a tenth of a
     /// cold scrape. Entries are bump-allocated, so offset order reads them front to back.
-    pub(crate) fn for_each_entry_in(
+    pub(crate) fn for_each_entry_at(
         &self,
-        (part, parts): (usize, usize),
+        entries: &mut [u64],
         mut f: impl FnMut(u64, EntryHead) -> Result<(), SegmentError>,
     ) -> Result<(), SegmentError> {
         let m = self.map();
-        let (off, cap) = geometry(m)?;
-        let bound = |p: usize| cap * p as u64 / parts.max(1) as u64;
-        let (lo, hi) = (bound(part), bound(part + 1).min(cap));
-        let mut entries = Vec::with_capacity((hi.saturating_sub(lo) / 2) as usize);
-        for i in lo..hi {
-            let v = m.u64_unchecked(off + 8 * i).load(Ordering::Acquire);
-            if v > SLOT_TOMBSTONE {
-                entries.push(v);
-            }
-        }
         entries.sort_unstable();
-        for v in entries {
+        for &v in entries.iter() {
             f(v, entry_head(m, v)?)?;
         }
         Ok(())

@@ -517,26 +517,48 @@ impl Segment {
     }
 
     /// A one-off read's series with `worker` labels, per family and unsorted. A large segment
-    /// is read by one thread per core (see [`crate::shares`]), each taking an equal share
-    /// of the index with an interner of its own: a CGI process has nothing cached, and
-    /// decoding is most of its scrape.
+    /// is read by one thread per core (see [`crate::shares::from_both_ends`]) in chunks, each
+    /// the entries of one stretch of the file, each thread with an interner of its own: a CGI
+    /// process has nothing cached, and decoding is most of its scrape.
     fn read_cold(&self, fams: &[Arc<FamilyRec>]) -> Result<Vec<Vec<Series>>, SegmentError> {
         let series = self.series_hint();
-        let parts = crate::shares::count(series, COLD_SHARE_FROM);
-        let hint = series / parts;
-        let (first, others) = crate::shares::run(
-            parts,
-            || self.read_share(fams, (0, parts), hint),
-            |p| self.read_share(fams, (p, parts), hint),
+        let threads = crate::shares::count(series, COLD_SHARE_FROM);
+        let chunks = if threads > 1 {
+            threads * crate::shares::CHUNKS_PER_SHARE
+        } else {
+            1
+        };
+        let buckets = self.entries_by_address(chunks)?;
+        let hint = series / threads;
+        let mut all: Vec<Vec<Series>> = vec![Vec::new(); fams.len()];
+        let mut reader = ChunkReader::new(self, hint);
+        let mut failed = None;
+        let (_, rest) = crate::shares::from_both_ends(
+            chunks,
+            threads - 1,
+            |i| {
+                if failed.is_none() {
+                    if let Err(e) = reader.read(fams, &buckets[i], &mut all) {
+                        failed = Some(e);
+                    }
+                }
+            },
+            || ChunkReader::new(self, hint),
+            |reader, i| {
+                let mut out = vec![Vec::new(); fams.len()];
+                reader.read(fams, &buckets[i], &mut out).map(|()| out)
+            },
         );
-        let mut all = first?;
-        let others = others.into_iter().collect::<Result<Vec<_>, _>>()?;
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        let rest = rest.into_iter().collect::<Result<Vec<_>, _>>()?;
         for (i, into) in all.iter_mut().enumerate() {
             // Grown once to its final length (10k series would be moved again otherwise).
-            into.reserve_exact(others.iter().map(|share| share[i].len()).sum());
+            into.reserve_exact(rest.iter().map(|chunk| chunk[i].len()).sum());
         }
-        for share in others {
-            for (into, more) in all.iter_mut().zip(share) {
+        for chunk in rest {
+            for (into, more) in all.iter_mut().zip(chunk) {
                 into.extend(more);
             }
         }
@@ -549,40 +571,63 @@ impl Segment {
         let fit = self.map().committed() / super::layout::MIN_BLOCK;
         self.stats().series.min(fit) as usize
     }
+}
 
-    /// The series of share `part.0` of `part.1` of the index, per family (see
-    /// [`Segment::read_cold`]); `hint` sizes the interner.
-    fn read_share(
-        &self,
-        fams: &[Arc<FamilyRec>],
-        part: (usize, usize),
-        hint: usize,
-    ) -> Result<Vec<Vec<Series>>, SegmentError> {
-        let m = self.map();
+/// What one thread of a cold read keeps from chunk to chunk (see [`Segment::read_cold`]): its
+/// interner, decoding buffers and `worker` label texts.
+struct ChunkReader<'s> {
+    seg: &'s Segment,
+    interner: Interner,
+    bytes: Vec<u8>,
+    pairs: Vec<Label>,
+    worker_key: Text,
+    workers: Vec<Option<Text>>,
+}
+
+impl<'s> ChunkReader<'s> {
+    /// A reader for `seg`; `hint` sizes the interner.
+    fn new(seg: &'s Segment, hint: usize) -> ChunkReader<'s> {
         let mut interner = Interner::default();
         interner.reserve(hint);
-        let (mut bytes, mut pairs) = (Vec::new(), Vec::with_capacity(8));
-        let worker_key = Text::from("worker");
-        let mut workers: Vec<Option<Text>> = vec![None; self.worker_slots() as usize];
-        let mut out: Vec<Vec<Series>> = vec![Vec::new(); fams.len()];
-        self.for_each_entry_in(part, |entry, head| {
-            let Some(fam) = self.entry_family(fams, entry, &head)? else {
+        ChunkReader {
+            seg,
+            interner,
+            bytes: Vec::new(),
+            pairs: Vec::with_capacity(8),
+            worker_key: Text::from("worker"),
+            workers: vec![None; seg.worker_slots() as usize],
+        }
+    }
+
+    /// Appends the series of the entries at `chunk` (offsets, visited in offset order) to
+    /// their families in `out`.
+    fn read(
+        &mut self,
+        fams: &[Arc<FamilyRec>],
+        chunk: &[u64],
+        out: &mut [Vec<Series>],
+    ) -> Result<(), SegmentError> {
+        let seg = self.seg;
+        let m = seg.map();
+        let mut entries = chunk.to_vec();
+        seg.for_each_entry_at(&mut entries, |entry, head| {
+            let Some(fam) = seg.entry_family(fams, entry, &head)? else {
                 return Ok(());
             };
             let worker = (fam.def.per_worker && head.worker != WORKER_NONE).then(|| {
-                let name = match workers.get_mut(head.worker as usize) {
+                let name = match self.workers.get_mut(head.worker as usize) {
                     Some(slot) => slot
-                        .get_or_insert_with(|| Text::from(self.worker_label(head.worker)))
+                        .get_or_insert_with(|| Text::from(seg.worker_label(head.worker)))
                         .clone(),
-                    None => Text::from(self.worker_label(head.worker)),
+                    None => Text::from(seg.worker_label(head.worker)),
                 };
-                (worker_key.clone(), name)
+                (self.worker_key.clone(), name)
             });
-            let labels = self.entry_labels(
+            let labels = seg.entry_labels(
                 entry,
                 &head,
-                &mut interner,
-                (&mut bytes, &mut pairs),
+                &mut self.interner,
+                (&mut self.bytes, &mut self.pairs),
                 worker,
             )?;
             out[head.family as usize].push(Series {
@@ -591,10 +636,11 @@ impl Segment {
                 created: read_created(m, entry, fam),
             });
             Ok(())
-        })?;
-        Ok(out)
+        })
     }
+}
 
+impl Segment {
     fn read_once(
         &self,
         opts: &ReadOptions,
