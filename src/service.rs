@@ -81,6 +81,8 @@ pub struct Service {
     one_shot: bool,
     /// A sent scrape's families, for the segment collector to refill.
     spent: Arc<Spent>,
+    /// The database connection of the DB collectors, if any are enabled.
+    db: Option<Arc<crate::db::DbHandle>>,
 }
 
 /// A scrape's families, kept by its response and handed to the segment collector when the
@@ -115,7 +117,7 @@ impl Service {
         if !config.ingest.access_log.is_empty() {
             runner = runner.with_first(AccessLogCollector::new(source.clone(), &config.ingest));
         }
-        runner = with_db_collectors(runner, &config, &source);
+        let (mut runner, db) = with_db_collectors(runner, &config, &source);
         if OtrsLogCollector::is_enabled(&config.otrs_log) {
             runner = runner.with_first(OtrsLogCollector::new(source.clone(), &config.otrs_log));
         }
@@ -130,6 +132,7 @@ impl Service {
             last_body: std::sync::atomic::AtomicUsize::new(0),
             one_shot: false,
             spent,
+            db,
         }
     }
 
@@ -139,6 +142,17 @@ impl Service {
     pub fn one_shot(mut self) -> Service {
         self.one_shot = true;
         self
+    }
+
+    /// Ends a one-request process once its response is out: closes the database connection
+    /// (the server would log a dropped client otherwise) and exits with status 0, leaving the
+    /// rest (collector threads, the segment's mapping, caches) to the exit. Tearing those
+    /// down first took a cold CGI scrape about 0.6 ms.
+    pub fn exit(self) -> ! {
+        if let Some(db) = &self.db {
+            db.close();
+        }
+        std::process::exit(0)
     }
 
     /// The settings.
@@ -273,17 +287,18 @@ impl Service {
 /// `[db]` or `<otrs_home>/Kernel/Config.pm` exists. Without either they are absent (an
 /// exporter for web metrics only); with a Config.pm that cannot be used they are registered
 /// and fail with the reason, so the admin sees it in `otrs_exporter_collector_success` and
-/// the log.
+/// the log. Returns the runner and the collectors' shared connection handle, if they were
+/// added.
 pub fn with_db_collectors(
     mut runner: Runner,
     config: &Config,
     source: &Arc<SegmentSource>,
-) -> Runner {
+) -> (Runner, Option<Arc<crate::db::DbHandle>>) {
     use crate::collector::db::{DbCollector, DbUpCollector, Ping};
     use crate::collector::{articles, daemon, mail, sessions, tickets};
     let d = &config.db;
     if d.enabled.is_empty() {
-        return runner;
+        return (runner, None);
     }
     let settings = match crate::db::resolve(config) {
         Ok(Some(s)) => Ok(s),
@@ -292,7 +307,7 @@ pub fn with_db_collectors(
                 "no database collectors: no {} and no [db] settings",
                 config.otrs_home.join("Kernel/Config.pm").display()
             );
-            return runner;
+            return (runner, None);
         }
         Err(e) => {
             log::error!("database collectors cannot run: {e}");
@@ -326,7 +341,7 @@ pub fn with_db_collectors(
             _ => runner,
         };
     }
-    runner
+    (runner, Some(handle))
 }
 
 fn html_escape(s: &str) -> String {

@@ -275,7 +275,9 @@ pub fn main() -> Result<()> {
             detect::Launch::Cgi => {
                 cgi::tune_allocator_for_one_request();
                 let opts = segment_options(&cfg).map_err(anyhow::Error::msg)?;
-                cgi::run_cgi(&Service::new(cfg, opts).one_shot()).map_err(Into::into)
+                let service = Service::new(cfg, opts).one_shot();
+                cgi::run_cgi(&service)?;
+                service.exit()
             }
             detect::Launch::FastCgiFd0 => fcgi::serve(
                 fcgi::Listener::from_stdin()?,

@@ -172,6 +172,14 @@ impl DbHandle {
         }
     }
 
+    /// Closes the connection, if there is one and no collector is using it (one that ran past
+    /// the scrape deadline may be), so the server sees a proper goodbye.
+    pub fn close(&self) {
+        if let Ok(mut conn) = self.conn.try_lock() {
+            conn.take();
+        }
+    }
+
     /// The settings, or why there are none.
     pub fn settings(&self) -> Result<&DbSettings, DbError> {
         self.settings.as_ref().map_err(|e| DbError(e.clone()))
