@@ -273,7 +273,7 @@ pub fn main() -> Result<()> {
         return match launch {
             // One request, then the process exits.
             detect::Launch::Cgi => {
-                cgi::tune_allocator_for_one_request();
+                crate::allocator::tune_for_one_request();
                 let opts = segment_options(&cfg).map_err(anyhow::Error::msg)?;
                 let service = Service::new(cfg, opts).one_shot();
                 cgi::run_cgi(&service)?;

@@ -9,22 +9,6 @@ use super::request::{call_handler, Handler, Request, Response};
 /// forms are a few hundred bytes).
 pub const MAX_CGI_BODY: usize = 1 << 20;
 
-/// Sets glibc's malloc up for a process that answers one request and exits: an arena grows by
-/// at least 4 MB at a time (`M_TOP_PAD`, 128 KB by default) and is not trimmed back before
-/// the exit. A cold scrape of 10k series then makes 10 `mprotect` calls to grow the share
-/// threads' arenas instead of ~160, and no `mremap`. Left alone when `MALLOC_TOP_PAD_` or
-/// `GLIBC_TUNABLES` is set. Call before any thread is started.
-pub fn tune_allocator_for_one_request() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_TOP_PAD_").is_none() && std::env::var_os("GLIBC_TUNABLES").is_none()
-    {
-        // SAFETY: mallopt only changes allocator settings, and no other thread exists yet.
-        unsafe {
-            libc::mallopt(libc::M_TOP_PAD, 4 << 20);
-        }
-    }
-}
-
 /// Answers the one request described by the environment and stdin, writing the CGI response
 /// (always with an explicit `Content-Type`) to stdout. A handler panic becomes a 500. For a
 /// process that exits next: the response is left to the exit to free.
