@@ -20,6 +20,7 @@ pub mod front;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ingest;
+mod placement;
 mod prefetch;
 pub mod segment;
 pub mod selftest;

@@ -1,7 +1,7 @@
 //! One-off work spread over the cores: a CGI process reads the segment and renders the
 //! scrape once, with nothing cached, so it cuts each job into chunks that this thread takes
-//! from the front and helper threads, one per other core, from the back (scoped threads: no
-//! pool outlives the job).
+//! from the front and helper threads, one per other core, from the back (started for the job
+//! on the other cores, and joined before it returns: no pool outlives the job).
 
 use std::sync::Mutex;
 
@@ -25,7 +25,7 @@ pub(crate) fn count(items: usize, from: usize) -> usize {
 }
 
 /// Runs jobs `0..jobs`: this thread takes them from the front, in order, with `front`, while
-/// `helpers` scoped threads take them from the back with `back` (each with a state made by
+/// `helpers` helper threads take them from the back with `back` (each with a state made by
 /// `state` when it gets its first job), until the two ends meet.
 ///
 /// Equal shares fixed in advance made this thread wait for a helper that started late: on a
@@ -58,36 +58,65 @@ pub(crate) fn from_both_ends<S, T: Send>(
             Some(e.0 - 1)
         }
     };
-    let mut done: Vec<(usize, T)> = std::thread::scope(|s| {
-        let (take, state, back) = (&take, &state, &back);
-        let handles: Vec<_> = (0..helpers.min(jobs))
-            .map(|_| {
-                s.spawn(move || {
-                    let mut st = None;
-                    let mut done = Vec::new();
-                    while let Some(i) = take(true) {
-                        let st = st.get_or_insert_with(state);
-                        done.push((i, back(st, i)));
-                    }
-                    done
-                })
-            })
-            .collect();
-        while let Some(i) = take(false) {
-            front(i);
+    let (take, state, back) = (&take, &state, &back);
+    let helpers = helpers.min(jobs);
+    let allowed = (helpers > 0)
+        .then(crate::placement::Mask::of_this_thread)
+        .flatten();
+    let mut started = Helpers(Vec::with_capacity(helpers));
+    for _ in 0..helpers {
+        let work = move || {
+            let mut st = None;
+            let mut done = Vec::new();
+            while let Some(i) = take(true) {
+                let st = st.get_or_insert_with(state);
+                done.push((i, back(st, i)));
+            }
+            done
+        };
+        // SAFETY: the thread borrows `take`, `state` and `back` from this call; `started`
+        // joins it before they go, on return and when `front` panics alike.
+        match unsafe { std::thread::Builder::new().spawn_unchecked(work) } {
+            Ok(handle) => {
+                // Not queued behind this thread, which it is to help.
+                crate::placement::send_away(&handle, allowed.as_ref());
+                started.0.push(handle);
+            }
+            // A helper that cannot start leaves its jobs to this thread.
+            Err(_) => break,
         }
-        handles
-            .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
+    }
+    while let Some(i) = take(false) {
+        front(i);
+    }
+    let mut done = started.join();
     done.sort_unstable_by_key(|(i, _)| *i);
     let k = jobs - done.len();
     debug_assert!(done.iter().enumerate().all(|(n, (i, _))| *i == k + n));
     (k, done.into_iter().map(|(_, t)| t).collect())
+}
+
+/// Helper threads of [`from_both_ends`], joined when dropped (they borrow from its frame).
+struct Helpers<T>(Vec<std::thread::JoinHandle<Vec<(usize, T)>>>);
+
+impl<T> Helpers<T> {
+    /// Joins every helper, then resumes the first helper panic, if any, on this thread.
+    fn join(mut self) -> Vec<(usize, T)> {
+        let results: Vec<_> = self.0.drain(..).map(|h| h.join()).collect();
+        let mut done = Vec::new();
+        for r in results {
+            done.extend(r.unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        done
+    }
+}
+
+impl<T> Drop for Helpers<T> {
+    fn drop(&mut self) {
+        for h in self.0.drain(..) {
+            let _ = h.join();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -132,6 +161,39 @@ mod tests {
         assert!(k >= 7, "the front ran {k} of 8");
         assert_eq!(front, (0..k).collect::<Vec<_>>());
         assert_eq!(back, (k..8).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_panic_at_the_front_waits_for_the_helpers_before_it_unwinds() {
+        // The helpers borrow from the caller's frame: they must be done when the panic
+        // leaves `from_both_ends`, having run every job the front did not take.
+        let ran = std::sync::Mutex::new(Vec::new());
+        let started = AtomicBool::new(false);
+        let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            super::from_both_ends(
+                24,
+                2,
+                |_| {
+                    started.store(true, Ordering::Release);
+                    // As a panic does, without the hook's report (slow enough to hide a
+                    // helper still running).
+                    std::panic::resume_unwind(Box::new("front job"));
+                },
+                || (),
+                |_, i| {
+                    while !started.load(Ordering::Acquire) {
+                        std::thread::yield_now();
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    ran.lock().unwrap().push(i);
+                },
+            )
+        }));
+        assert!(unwound.is_err());
+        let mut ran = ran.into_inner().unwrap();
+        ran.sort_unstable();
+        // Job 0 panicked at the front; the helpers ran all the others.
+        assert_eq!(ran, (1..24).collect::<Vec<_>>());
     }
 
     #[test]

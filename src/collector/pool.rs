@@ -62,15 +62,22 @@ impl Pool {
         }
         let (tx, rx) = mpsc::channel::<Delivery>();
         let pool = Arc::downgrade(&self.inner);
-        std::thread::Builder::new()
+        // Started on another CPU than this (scraping) thread's, which it would otherwise
+        // often preempt; back on all of them once its first job is done.
+        let allowed = crate::placement::Mask::of_this_thread();
+        let handle = std::thread::Builder::new()
             .name(self.inner.name.clone())
             .spawn(move || {
                 job();
+                if let Some(all) = allowed {
+                    all.restore();
+                }
                 if give_back(&pool, tx) {
                     wait_for_jobs(&pool, rx);
                 }
-            })
-            .map(|_| ())
+            })?;
+        crate::placement::send_away(&handle, allowed.as_ref());
+        Ok(())
     }
 }
 
@@ -170,5 +177,35 @@ mod tests {
         assert_eq!(ids.len(), 1);
         release_tx.send(()).unwrap();
         settle(&pool, 2);
+    }
+
+    #[test]
+    fn a_new_thread_starts_off_this_cpu_and_gets_every_cpu_back_after_its_first_job() {
+        use crate::placement::Mask;
+        let all = Mask::of_this_thread()
+            .expect("sched_getaffinity works here")
+            .count();
+        let pool = Pool::new("test-pool".into(), 1);
+        let cpus = |pool: &Pool| {
+            let (tx, rx) = mpsc::channel();
+            pool.execute(move || {
+                let mask = Mask::of_this_thread().unwrap();
+                tx.send((std::thread::current().id(), mask.count()))
+                    .unwrap();
+            })
+            .unwrap();
+            rx.recv_timeout(Duration::from_secs(5)).unwrap()
+        };
+        let (first, started_on) = cpus(&pool);
+        settle(&pool, 1);
+        let (again, then) = cpus(&pool);
+        assert_eq!(first, again, "the idle thread took the second job");
+        // One CPU: nowhere else to go.
+        assert_eq!(
+            started_on,
+            (all - 1).max(1),
+            "the first job ran off the starter's CPU"
+        );
+        assert_eq!(then, all, "the second job could run anywhere");
     }
 }
