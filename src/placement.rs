@@ -4,9 +4,15 @@
 //! another CPU is idle, and the newcomer then preempts its starter. On the 2-vCPU VMs the
 //! benchmarks ran on, a cold CGI scrape's `/proc` collector ran for ~1.1 ms on the scraping
 //! thread's CPU while the scraping thread waited and the other vCPU idled, and the render's
-//! helper queued behind the very thread it was to help. [`send_away`] moves a new thread, before
-//! it has run, to the other CPUs this process may use; a thread that lives on (a pooled
-//! collector thread) widens its mask again with [`Mask::restore`] once its job is done.
+//! helper queued behind the very thread it was to help.
+//!
+//! A [`Departure`] moves a new thread, before it has run, to the other CPUs this process may
+//! use ([`Departure::send_away`]), and gives it every CPU back as soon as it runs
+//! ([`Departure::arrived`]): only the first placement is steered, and the scheduler may move
+//! the thread later (to the scraping thread's CPU once that one waits, say).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
 
 /// A set of CPUs a thread may run on.
 #[derive(Clone, Copy)]
@@ -39,9 +45,9 @@ impl Mask {
         (self.count() > 0).then_some(self)
     }
 
-    /// Lets the calling thread run on these CPUs again (errors are ignored: the thread keeps
-    /// the mask it has, which still lets it run).
-    pub fn restore(&self) {
+    /// Lets the calling thread run on these CPUs (errors are ignored: the thread keeps the
+    /// mask it has, which still lets it run).
+    fn apply(&self) {
         // SAFETY: `self.0` is a valid cpu_set_t of the size passed, only read.
         unsafe {
             libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &self.0);
@@ -49,26 +55,88 @@ impl Mask {
     }
 }
 
-/// Moves the thread of `handle`, just started by this thread, to the CPUs of `allowed` other
-/// than the one this thread runs on now, and returns that one. Does nothing (and returns
-/// `None`) where that leaves no CPU (one core); where the system refuses, the thread runs
-/// wherever the scheduler put it.
-pub fn send_away<T>(handle: &std::thread::JoinHandle<T>, allowed: Option<&Mask>) -> Option<usize> {
-    use std::os::unix::thread::JoinHandleExt;
-    // SAFETY: sched_getcpu has no preconditions.
-    let here = unsafe { libc::sched_getcpu() };
-    let here = usize::try_from(here).ok()?;
-    let mask = allowed?.without(here)?;
-    // SAFETY: the handle keeps the thread joinable, so its pthread_t stays valid during the
-    // call; `mask.0` is a valid cpu_set_t of the size passed, only read.
-    unsafe {
-        libc::pthread_setaffinity_np(
-            handle.as_pthread_t(),
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &mask.0,
-        );
+/// The starter has not yet decided where the new thread goes.
+const UNDECIDED: u8 = 0;
+/// The starter narrowed the new thread's mask; the thread has not widened it yet.
+const SENT: u8 = 1;
+/// Nothing (left) to undo: the thread was not moved, or has its CPUs back.
+const SETTLED: u8 = 2;
+
+/// One new thread's first placement, shared by the thread that starts it and the new thread.
+/// Make it before the spawn, move a clone into the new thread, then call
+/// [`Departure::send_away`] with the handle; the new thread calls [`Departure::arrived`] first
+/// thing, and a thread that lives on calls [`Departure::done`] after its first job.
+#[derive(Clone)]
+pub struct Departure {
+    /// The starter's CPUs, which the new thread inherited and gets back.
+    allowed: Option<Mask>,
+    state: Arc<AtomicU8>,
+}
+
+impl Departure {
+    /// A departure from the calling thread, which will start the new thread.
+    pub fn new() -> Departure {
+        Departure {
+            allowed: Mask::of_this_thread(),
+            state: Arc::new(AtomicU8::new(UNDECIDED)),
+        }
     }
-    Some(here)
+
+    /// Moves the thread of `handle`, just started by this thread, to the allowed CPUs other
+    /// than the one this thread runs on now, and returns that one. Does nothing (and returns
+    /// `None`) where that leaves no CPU (one core); where the system refuses, the thread runs
+    /// wherever the scheduler put it.
+    pub fn send_away<T>(&self, handle: &std::thread::JoinHandle<T>) -> Option<usize> {
+        let sent = self.narrow(handle);
+        let state = if sent.is_some() { SENT } else { SETTLED };
+        // A thread that arrived meanwhile left its mask alone: it finds SENT at `done`.
+        self.state.store(state, Ordering::Release);
+        sent
+    }
+
+    fn narrow<T>(&self, handle: &std::thread::JoinHandle<T>) -> Option<usize> {
+        use std::os::unix::thread::JoinHandleExt;
+        // SAFETY: sched_getcpu has no preconditions.
+        let here = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
+        let mask = self.allowed?.without(here)?;
+        // SAFETY: the handle keeps the thread joinable, so its pthread_t stays valid during
+        // the call; `mask.0` is a valid cpu_set_t of the size passed, only read.
+        let rc = unsafe {
+            libc::pthread_setaffinity_np(
+                handle.as_pthread_t(),
+                std::mem::size_of::<libc::cpu_set_t>(),
+                &mask.0,
+            )
+        };
+        (rc == 0).then_some(here)
+    }
+
+    /// In the new thread, first thing: once it runs, it may run anywhere again. Does not wait:
+    /// a thread that runs before the starter moved it is left for [`Departure::done`].
+    pub fn arrived(&self) {
+        self.settle();
+    }
+
+    /// In a new thread that lives on, after its first job: waits for the starter's decision
+    /// (it comes right after the spawn) and gives the thread its CPUs back if still narrowed.
+    pub fn done(&self) {
+        while self.state.load(Ordering::Acquire) == UNDECIDED {
+            std::thread::yield_now();
+        }
+        self.settle();
+    }
+
+    fn settle(&self) {
+        let widen = self
+            .state
+            .compare_exchange(SENT, SETTLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok();
+        if widen {
+            if let Some(all) = &self.allowed {
+                all.apply();
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -82,35 +150,58 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn a_thread_sent_away_runs_on_the_other_cpus_until_it_restores_its_mask() {
-        let all = Mask::of_this_thread().expect("sched_getaffinity works here");
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
+    /// Starts a thread that waits for `go`, reports its mask, calls `arrived`, reports again,
+    /// calls `done` and reports a third time; returns what `send_away` returned and the masks.
+    fn depart(send_first: bool) -> (Option<usize>, [Vec<usize>; 3]) {
+        let departure = Departure::new();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let theirs = departure.clone();
         let handle = std::thread::spawn(move || {
-            rx.recv().unwrap();
-            let sent = Mask::of_this_thread().unwrap();
-            all.restore();
-            (sent, Mask::of_this_thread().unwrap())
+            wait.recv().unwrap();
+            let mask = || cpus(&Mask::of_this_thread().unwrap());
+            let before = mask();
+            theirs.arrived();
+            let arrived = mask();
+            theirs.done();
+            [before, arrived, mask()]
         });
-        let kept_off = send_away(&handle, Some(&all));
-        tx.send(()).unwrap();
-        let (sent, restored) = handle.join().unwrap();
-        let everything = cpus(&all);
+        let kept_off = if send_first {
+            let kept_off = departure.send_away(&handle);
+            go.send(()).unwrap();
+            kept_off
+        } else {
+            // The thread runs and arrives first; the starter moves it afterwards.
+            go.send(()).unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            departure.send_away(&handle)
+        };
+        (kept_off, handle.join().unwrap())
+    }
+
+    #[test]
+    fn a_thread_sent_away_gets_every_cpu_back_when_it_arrives() {
+        let all = cpus(&Mask::of_this_thread().expect("sched_getaffinity works here"));
+        let (kept_off, [before, arrived, done]) = depart(true);
         match kept_off {
             None => {
-                assert_eq!(
-                    everything.len(),
-                    1,
-                    "sent away wherever there is another CPU"
-                );
-                assert_eq!(cpus(&sent), everything, "one CPU: left where it was");
+                assert_eq!(all.len(), 1, "sent away wherever there is another CPU");
+                assert_eq!(before, all, "one CPU: left where it was");
             }
             Some(here) => {
-                let want: Vec<_> = everything.iter().copied().filter(|&c| c != here).collect();
-                assert_eq!(cpus(&sent), want, "every CPU but the sender's");
+                let want: Vec<_> = all.iter().copied().filter(|&c| c != here).collect();
+                assert_eq!(before, want, "every CPU but the starter's");
             }
         }
-        assert_eq!(cpus(&restored), everything);
+        assert_eq!(arrived, all);
+        assert_eq!(done, all);
+    }
+
+    #[test]
+    fn a_thread_that_arrives_before_it_is_sent_gets_its_cpus_back_when_done() {
+        let all = cpus(&Mask::of_this_thread().unwrap());
+        let (kept_off, [_, _, done]) = depart(false);
+        assert_eq!(kept_off.is_some(), all.len() > 1);
+        assert_eq!(done, all, "not left narrowed by a move that came late");
     }
 
     #[test]

@@ -60,12 +60,12 @@ pub(crate) fn from_both_ends<S, T: Send>(
     };
     let (take, state, back) = (&take, &state, &back);
     let helpers = helpers.min(jobs);
-    let allowed = (helpers > 0)
-        .then(crate::placement::Mask::of_this_thread)
-        .flatten();
     let mut started = Helpers(Vec::with_capacity(helpers));
     for _ in 0..helpers {
+        let departure = crate::placement::Departure::new();
+        let theirs = departure.clone();
         let work = move || {
+            theirs.arrived();
             let mut st = None;
             let mut done = Vec::new();
             while let Some(i) = take(true) {
@@ -79,7 +79,7 @@ pub(crate) fn from_both_ends<S, T: Send>(
         match unsafe { std::thread::Builder::new().spawn_unchecked(work) } {
             Ok(handle) => {
                 // Not queued behind this thread, which it is to help.
-                crate::placement::send_away(&handle, allowed.as_ref());
+                departure.send_away(&handle);
                 started.0.push(handle);
             }
             // A helper that cannot start leaves its jobs to this thread.

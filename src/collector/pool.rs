@@ -63,20 +63,20 @@ impl Pool {
         let (tx, rx) = mpsc::channel::<Delivery>();
         let pool = Arc::downgrade(&self.inner);
         // Started on another CPU than this (scraping) thread's, which it would otherwise
-        // often preempt; back on all of them once its first job is done.
-        let allowed = crate::placement::Mask::of_this_thread();
+        // often preempt (see crate::placement).
+        let departure = crate::placement::Departure::new();
+        let theirs = departure.clone();
         let handle = std::thread::Builder::new()
             .name(self.inner.name.clone())
             .spawn(move || {
+                theirs.arrived();
                 job();
-                if let Some(all) = allowed {
-                    all.restore();
-                }
+                theirs.done();
                 if give_back(&pool, tx) {
                     wait_for_jobs(&pool, rx);
                 }
             })?;
-        crate::placement::send_away(&handle, allowed.as_ref());
+        departure.send_away(&handle);
         Ok(())
     }
 }
@@ -180,7 +180,7 @@ mod tests {
     }
 
     #[test]
-    fn a_new_thread_starts_off_this_cpu_and_gets_every_cpu_back_after_its_first_job() {
+    fn a_new_thread_may_start_off_this_cpu_but_runs_later_jobs_on_every_cpu() {
         use crate::placement::Mask;
         let all = Mask::of_this_thread()
             .expect("sched_getaffinity works here")
@@ -196,15 +196,14 @@ mod tests {
             .unwrap();
             rx.recv_timeout(Duration::from_secs(5)).unwrap()
         };
-        let (first, started_on) = cpus(&pool);
+        let (first, at_first) = cpus(&pool);
         settle(&pool, 1);
         let (again, then) = cpus(&pool);
         assert_eq!(first, again, "the idle thread took the second job");
-        // One CPU: nowhere else to go.
-        assert_eq!(
-            started_on,
-            (all - 1).max(1),
-            "the first job ran off the starter's CPU"
+        // Moved off the starter's CPU until it ran (see crate::placement), or not moved.
+        assert!(
+            at_first == all || at_first == all - 1,
+            "{at_first} of {all} CPUs"
         );
         assert_eq!(then, all, "the second job could run anywhere");
     }
