@@ -448,6 +448,29 @@ fn demo_without_apache_uses_the_builtin_listener_and_says_so() {
     assert!(child.wait().unwrap().success());
 }
 
+/// `common::spawn_on_free_port` waits for the child's own listening socket: another process
+/// listening on the port does not count, nor does a socket of the child's that only connects.
+#[test]
+fn the_port_check_tells_whose_socket_listens() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let me = std::process::id();
+    assert!(common::listens(me, port));
+    let mut other = Command::new("sleep").arg("5").spawn().unwrap();
+    assert!(
+        !common::listens(other.id(), port),
+        "another process's socket"
+    );
+    let _ = other.kill();
+    let _ = other.wait();
+    // A connected socket of ours on its own (ephemeral) port is not listening there.
+    let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let client_port = client.local_addr().unwrap().port();
+    assert!(!common::listens(me, client_port), "a connecting socket");
+    drop((client, listener));
+    assert!(!common::listens(me, port), "closed");
+}
+
 /// The built-in listener sends a scrape of any size with its `Content-Length` (tiny_http
 /// switches to chunked encoding from 32 KiB unless told otherwise), and HEAD the same length
 /// without a body.
@@ -478,21 +501,14 @@ fn builtin_listener_sends_a_large_scrape_with_its_length() {
         .write_all(lines.as_bytes())
         .unwrap();
     assert!(ingest.wait().unwrap().success());
-    let port = common::free_port();
-    let mut server = e
-        .command(&["serve-http", "--listen", &format!("127.0.0.1:{port}")])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut get = None;
-    for _ in 0..100 {
-        if let Ok(r) = http_get(port, METRICS, None) {
-            get = Some(r);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
+    let (mut server, port) = common::spawn_on_free_port("serve-http", |port| {
+        e.command(&["serve-http", "--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
+    let get = http_get(port, METRICS, None).ok();
     let head = common::http_request(port, "HEAD", METRICS, None);
     let _ = server.kill();
     let _ = server.wait();

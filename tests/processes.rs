@@ -158,12 +158,12 @@ impl Drop for Killed {
     }
 }
 
-/// A prefork Apache with 3 children, in the foreground (its PID is the parent's).
+/// A prefork Apache with 3 children, in the foreground (its PID is the parent's), on a free
+/// port (see `common::serve_on_free_port`).
 fn start_apache(dir: &Path) -> (Killed, Vec<String>) {
-    let port = common::free_port();
     let d = dir.display();
     let conf = format!(
-        "ServerRoot {d}\nServerName localhost\nListen 127.0.0.1:{port}\nPidFile {d}/apache.pid\n\
+        "ServerRoot {d}\nServerName localhost\nInclude {d}/listen.conf\nPidFile {d}/apache.pid\n\
          ErrorLog {d}/error.log\nLoadModule mpm_prefork_module /usr/lib/apache2/modules/mod_mpm_prefork.so\n\
          LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so\n\
          StartServers 3\nMinSpareServers 3\nMaxSpareServers 3\nUser www-data\nGroup www-data\n\
@@ -179,48 +179,74 @@ fn start_apache(dir: &Path) -> (Killed, Vec<String>) {
     ]
     .map(String::from)
     .to_vec();
-    let child = Command::new(&args[0])
-        .args(&args[1..])
-        .env("APACHE_RUN_DIR", dir)
-        // Apache signals its whole process group on shutdown: not ours.
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("apache2 (scripts/setup.sh installs it)");
-    let pid = child.id() as i32;
+    let (child, _) = common::serve_on_free_port(
+        "apache2",
+        dir,
+        |port| format!("Listen 127.0.0.1:{port}\n"),
+        &dir.join("apache.pid"),
+        || {
+            Command::new(&args[0])
+                .args(&args[1..])
+                .env("APACHE_RUN_DIR", dir)
+                // Apache signals its whole process group on shutdown: not ours.
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+                .spawn()
+                .expect("apache2 (scripts/setup.sh installs it)")
+        },
+        || common::apache_logs(dir),
+    );
+    let child = Killed(child);
+    let pid = child.0.id() as i32;
     wait_for("3 apache children", || proc_children(pid).len() == 3);
-    (Killed(child), args)
+    (child, args)
 }
 
+/// nginx with 2 workers, in the foreground, on a free port; its files in `dir/nginx` (its
+/// `listen.conf` apart from Apache's).
 fn start_nginx(dir: &Path) -> Killed {
-    let port = common::free_port();
+    let dir = &dir.join("nginx");
+    std::fs::create_dir_all(dir).unwrap();
     let d = dir.display();
     let conf = format!(
         "user root;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
          events {{ worker_connections 64; }}\nhttp {{ access_log off; client_body_temp_path {d}/cb; \
          proxy_temp_path {d}/pt; fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st; \
-         server {{ listen 127.0.0.1:{port}; }} }}\n"
+         server {{ include {d}/listen.conf; }} }}\n"
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let child = Command::new("/usr/sbin/nginx")
-        .arg("-p")
-        .arg(dir)
-        .arg("-c")
-        .arg(dir.join("nginx.conf"))
-        .arg("-e")
-        .arg(dir.join("nginx-error.log"))
-        .args(["-g", "daemon off;"])
-        .process_group(0)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx (scripts/setup.sh installs it)");
-    let pid = child.id() as i32;
+    let (child, _) = common::serve_on_free_port(
+        "nginx",
+        dir,
+        |port| format!("listen 127.0.0.1:{port};\n"),
+        &dir.join("nginx.pid"),
+        || {
+            Command::new("/usr/sbin/nginx")
+                .arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .arg("-e")
+                .arg(dir.join("nginx-error.log"))
+                .args(["-g", "daemon off;"])
+                .process_group(0)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("nginx-stderr.log")).unwrap())
+                .spawn()
+                .expect("nginx (scripts/setup.sh installs it)")
+        },
+        || {
+            let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+            format!("{}{}", read("nginx-error.log"), read("nginx-stderr.log"))
+        },
+    );
+    let child = Killed(child);
+    let pid = child.0.id() as i32;
     wait_for("2 nginx workers", || proc_children(pid).len() == 2);
-    Killed(child)
+    child
 }
 
 fn web(cmdline: &str) -> Vec<Family> {

@@ -86,32 +86,32 @@ fn fastcgi_on_a_non_loopback_address_is_refused_unless_forced() {
         "{err}"
     );
     // Forced: it serves (reachable over loopback, too).
-    let child = Command::new(BIN)
-        .args(["serve", "--allow-non-loopback", "--listen", &spec])
-        .env("OTRS_EXPORTER_CONFIG", &cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server(child);
-    wait_until("forced non-loopback serve listens", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    let (child, port) = common::spawn_on_free_port("serve --allow-non-loopback", |port| {
+        Command::new(BIN)
+            .args(["serve", "--allow-non-loopback", "--listen"])
+            .arg(format!("0.0.0.0:{port}"))
+            .env("OTRS_EXPORTER_CONFIG", &cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     });
+    let _server = Server(child);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     // Loopback is fine without the flag.
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("tcp:127.0.0.1:{port}")])
-        .env("OTRS_EXPORTER_CONFIG", &cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let _server = Server(child);
-    wait_until("loopback serve listens", || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    let (child, port) = common::spawn_on_free_port("serve on loopback", |port| {
+        Command::new(BIN)
+            .args(["serve", "--listen", &format!("tcp:127.0.0.1:{port}")])
+            .env("OTRS_EXPORTER_CONFIG", &cfg)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
     });
+    let _server = Server(child);
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
 }
 
 #[test]

@@ -181,6 +181,64 @@ pub fn apache_logs(dir: &std::path::Path) -> String {
     )
 }
 
+/// Starts a server of ours with `spawn(port)` on a free port and waits (up to 15 s) until the
+/// child itself listens there: a listening socket on that port among the child's own file
+/// descriptors (a bare connect could reach another test's server that took the same free port
+/// first). A child that exits meanwhile (the port was taken) is started again on another port,
+/// up to five times. Panics if it never listens.
+pub fn spawn_on_free_port(
+    name: &str,
+    mut spawn: impl FnMut(u16) -> std::process::Child,
+) -> (std::process::Child, u16) {
+    for _ in 0..5 {
+        let port = free_port();
+        let mut child = spawn(port);
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            if listens(child.id(), port) {
+                return (child, port);
+            }
+            if start.elapsed() > std::time::Duration::from_secs(15) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{name} did not listen on port {port}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    panic!("{name} exited five times before it listened (ports taken?)");
+}
+
+/// Whether process `pid` holds a TCP socket listening on `port` (IPv4 or IPv6, any address).
+pub fn listens(pid: u32, port: u16) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let inodes: std::collections::HashSet<String> = fds
+        .flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .filter_map(|l| {
+            let l = l.to_string_lossy().into_owned();
+            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_owned())
+        })
+        .collect();
+    let want = format!(":{port:04X}");
+    ["tcp", "tcp6"].iter().any(|t| {
+        std::fs::read_to_string(format!("/proc/{pid}/net/{t}"))
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|l| {
+                // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+                let f: Vec<&str> = l.split_whitespace().collect();
+                f.len() > 9 && f[1].ends_with(&want) && f[3] == "0A" && inodes.contains(f[9])
+            })
+    })
+}
+
 pub fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
