@@ -85,33 +85,28 @@ fn fastcgi_on_a_non_loopback_address_is_refused_unless_forced() {
             && err.contains("--allow-non-loopback"),
         "{err}"
     );
+    // `serve` with `flags` and `--listen` at `listen(port)`, on a free port; it must answer
+    // over loopback.
+    let serves = |flags: &[&str], listen: fn(u16) -> String| {
+        let (child, port) = common::spawn_on_free_port("serve", |port| {
+            Command::new(BIN)
+                .arg("serve")
+                .args(flags)
+                .args(["--listen", &listen(port)])
+                .env("OTRS_EXPORTER_CONFIG", &cfg)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        });
+        let _server = Server(child);
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    };
     // Forced: it serves (reachable over loopback, too).
-    let (child, port) = common::spawn_on_free_port("serve --allow-non-loopback", |port| {
-        Command::new(BIN)
-            .args(["serve", "--allow-non-loopback", "--listen"])
-            .arg(format!("0.0.0.0:{port}"))
-            .env("OTRS_EXPORTER_CONFIG", &cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    });
-    let _server = Server(child);
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    serves(&["--allow-non-loopback"], |port| format!("0.0.0.0:{port}"));
     // Loopback is fine without the flag.
-    let (child, port) = common::spawn_on_free_port("serve on loopback", |port| {
-        Command::new(BIN)
-            .args(["serve", "--listen", &format!("tcp:127.0.0.1:{port}")])
-            .env("OTRS_EXPORTER_CONFIG", &cfg)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    });
-    let _server = Server(child);
-    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    serves(&[], |port| format!("tcp:127.0.0.1:{port}"));
 }
 
 #[test]
