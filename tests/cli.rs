@@ -349,6 +349,16 @@ fn start_demo(args: &[&str]) -> (std::process::Child, String) {
     (child, banner)
 }
 
+/// The loopback port of the banner's scrape URL (`http://127.0.0.1:PORT/…/metrics`).
+fn scrape_port(banner: &str) -> u16 {
+    let url = banner_value(banner, "scrape URL:").expect("a scrape URL");
+    assert!(url.ends_with(METRICS), "{banner}");
+    url.strip_prefix("http://127.0.0.1:")
+        .and_then(|r| r.split('/').next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no loopback port in {url}"))
+}
+
 fn banner_value<'a>(banner: &'a str, key: &str) -> Option<&'a str> {
     banner
         .lines()
@@ -387,9 +397,10 @@ fn scrape_demo(port: u16, auth: Option<(&str, &str)>) {
 
 #[test]
 fn demo_serves_valid_metrics_and_cleans_up() {
-    let port = common::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (mut child, banner) = start_demo(&["--listen", &listen, "--port", "0", "--seconds", "6"]);
+    // Port 0 for either front: the demo binds any free port and prints it (no other test can
+    // take it first).
+    let (mut child, banner) =
+        start_demo(&["--listen", "127.0.0.1:0", "--port", "0", "--seconds", "6"]);
     let pid = child.id();
     let apache = std::path::Path::new("/usr/sbin/apache2").exists()
         && std::path::Path::new("/usr/lib/apache2/modules/mod_fcgid.so").exists();
@@ -399,13 +410,8 @@ fn demo_serves_valid_metrics_and_cleans_up() {
             banner.contains("throwaway Apache with mod_fcgid"),
             "{banner}"
         );
+        let aport = scrape_port(&banner);
         let url = banner_value(&banner, "scrape URL:").unwrap();
-        assert!(url.ends_with(METRICS), "{banner}");
-        let aport: u16 = url
-            .strip_prefix("http://127.0.0.1:")
-            .and_then(|r| r.split('/').next())
-            .and_then(|p| p.parse().ok())
-            .unwrap();
         assert_eq!(banner_value(&banner, "user:"), Some("prometheus"));
         let password = banner_value(&banner, "password:").unwrap().to_owned();
         assert!(password.len() >= 16, "{banner}");
@@ -416,7 +422,7 @@ fn demo_serves_valid_metrics_and_cleans_up() {
         assert_eq!(http_get(aport, METRICS, None).unwrap().status, 401);
     } else {
         assert!(banner.contains("not using Apache"), "{banner}");
-        scrape_demo(port, None);
+        scrape_demo(scrape_port(&banner), None);
     }
     let status = child.wait().unwrap();
     assert!(status.success());
@@ -436,14 +442,14 @@ fn demo_serves_valid_metrics_and_cleans_up() {
 
 #[test]
 fn demo_without_apache_uses_the_builtin_listener_and_says_so() {
-    let port = common::free_port();
-    let listen = format!("127.0.0.1:{port}");
-    let (mut child, banner) = start_demo(&["--listen", &listen, "--no-apache", "--seconds", "4"]);
+    let (mut child, banner) =
+        start_demo(&["--listen", "127.0.0.1:0", "--no-apache", "--seconds", "4"]);
     assert!(
         banner.contains("not using Apache (--no-apache given)"),
         "{banner}"
     );
-    assert!(banner.contains(&format!("scrape URL:  http://{listen}{METRICS}")));
+    let port = scrape_port(&banner);
+    assert_ne!(port, 0, "the port bound is printed, not the one asked for");
     scrape_demo(port, None);
     assert!(child.wait().unwrap().success());
 }
