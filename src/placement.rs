@@ -6,10 +6,11 @@
 //! thread's CPU while the scraping thread waited and the other vCPU idled, and the render's
 //! helper queued behind the very thread it was to help.
 //!
-//! A [`Departure`] moves a new thread, before it has run, to the other CPUs this process may
-//! use ([`Departure::send_away`]), and gives it every CPU back as soon as it runs
-//! ([`Departure::arrived`]): only the first placement is steered, and the scheduler may move
-//! the thread later (to the scraping thread's CPU once that one waits, say).
+//! [`depart`] gives the starter a [`Departure`], which moves the new thread, before it has
+//! run, to the other CPUs this process may use ([`Departure::send_away`]), and the new thread
+//! an [`Arrival`], which gives it every CPU back as soon as it runs ([`Arrival::arrived`]):
+//! only the first placement is steered, and the scheduler may move the thread later (to the
+//! scraping thread's CPU once that one waits, say).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
@@ -62,35 +63,48 @@ const SENT: u8 = 1;
 /// Nothing (left) to undo: the thread was not moved, or has its CPUs back.
 const SETTLED: u8 = 2;
 
-/// One new thread's first placement, shared by the thread that starts it and the new thread.
-/// Make it before the spawn, move a clone into the new thread, then call
-/// [`Departure::send_away`] with the handle; the new thread calls [`Departure::arrived`] first
-/// thing, and a thread that lives on calls [`Departure::done`] after its first job.
-#[derive(Clone)]
+/// The starting thread's half of one new thread's first placement (see [`depart`]).
 pub struct Departure {
+    arrival: Arrival,
+}
+
+/// The new thread's half: it calls [`Arrival::arrived`] first thing, and, if it lives on,
+/// [`Arrival::done`] after its first job.
+pub struct Arrival {
     /// The starter's CPUs, which the new thread inherited and gets back.
     allowed: Option<Mask>,
     state: Arc<AtomicU8>,
 }
 
-impl Departure {
-    /// A departure from the calling thread, which will start the new thread.
-    pub fn new() -> Departure {
-        Departure {
-            allowed: Mask::of_this_thread(),
-            state: Arc::new(AtomicU8::new(UNDECIDED)),
-        }
-    }
+/// A departure from the calling thread, which will start the new thread: keep the
+/// [`Departure`], move the [`Arrival`] into the new thread, and call
+/// [`Departure::send_away`] with its handle once spawned. A departure dropped without being
+/// sent leaves the thread where it is.
+pub fn depart() -> (Departure, Arrival) {
+    let arrival = Arrival {
+        allowed: Mask::of_this_thread(),
+        state: Arc::new(AtomicU8::new(UNDECIDED)),
+    };
+    let departure = Departure {
+        arrival: Arrival {
+            allowed: arrival.allowed,
+            state: arrival.state.clone(),
+        },
+    };
+    (departure, arrival)
+}
 
+impl Departure {
     /// Moves the thread of `handle`, just started by this thread, to the allowed CPUs other
     /// than the one this thread runs on now, and returns that one. Does nothing (and returns
     /// `None`) where that leaves no CPU (one core); where the system refuses, the thread runs
     /// wherever the scheduler put it.
-    pub fn send_away<T>(&self, handle: &std::thread::JoinHandle<T>) -> Option<usize> {
+    pub fn send_away<T>(self, handle: &std::thread::JoinHandle<T>) -> Option<usize> {
         let sent = self.narrow(handle);
-        let state = if sent.is_some() { SENT } else { SETTLED };
-        // A thread that arrived meanwhile left its mask alone: it finds SENT at `done`.
-        self.state.store(state, Ordering::Release);
+        if sent.is_some() {
+            // A thread that arrived meanwhile left its mask alone: it finds SENT at `done`.
+            self.arrival.state.store(SENT, Ordering::Release);
+        }
         sent
     }
 
@@ -98,7 +112,7 @@ impl Departure {
         use std::os::unix::thread::JoinHandleExt;
         // SAFETY: sched_getcpu has no preconditions.
         let here = usize::try_from(unsafe { libc::sched_getcpu() }).ok()?;
-        let mask = self.allowed?.without(here)?;
+        let mask = self.arrival.allowed?.without(here)?;
         // SAFETY: the handle keeps the thread joinable, so its pthread_t stays valid during
         // the call; `mask.0` is a valid cpu_set_t of the size passed, only read.
         let rc = unsafe {
@@ -110,15 +124,30 @@ impl Departure {
         };
         (rc == 0).then_some(here)
     }
+}
 
-    /// In the new thread, first thing: once it runs, it may run anywhere again. Does not wait:
-    /// a thread that runs before the starter moved it is left for [`Departure::done`].
+impl Drop for Departure {
+    /// Decides for a thread that was not sent away (or whose move failed): nothing to undo.
+    fn drop(&mut self) {
+        let _ = self.arrival.state.compare_exchange(
+            UNDECIDED,
+            SETTLED,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        );
+    }
+}
+
+impl Arrival {
+    /// First thing in the new thread: once it runs, it may run anywhere again. Does not wait:
+    /// a thread that runs before the starter moved it is left for [`Arrival::done`].
     pub fn arrived(&self) {
         self.settle();
     }
 
     /// In a new thread that lives on, after its first job: waits for the starter's decision
-    /// (it comes right after the spawn) and gives the thread its CPUs back if still narrowed.
+    /// (made right after the spawn, or when its [`Departure`] is dropped) and gives the
+    /// thread its CPUs back if still narrowed.
     pub fn done(&self) {
         while self.state.load(Ordering::Acquire) == UNDECIDED {
             std::thread::yield_now();
@@ -152,17 +181,16 @@ mod tests {
 
     /// Starts a thread that waits for `go`, reports its mask, calls `arrived`, reports again,
     /// calls `done` and reports a third time; returns what `send_away` returned and the masks.
-    fn depart(send_first: bool) -> (Option<usize>, [Vec<usize>; 3]) {
-        let departure = Departure::new();
+    fn travel(send_first: bool) -> (Option<usize>, [Vec<usize>; 3]) {
+        let (departure, arrival) = depart();
         let (go, wait) = std::sync::mpsc::channel::<()>();
-        let theirs = departure.clone();
         let handle = std::thread::spawn(move || {
             wait.recv().unwrap();
             let mask = || cpus(&Mask::of_this_thread().unwrap());
             let before = mask();
-            theirs.arrived();
+            arrival.arrived();
             let arrived = mask();
-            theirs.done();
+            arrival.done();
             [before, arrived, mask()]
         });
         let kept_off = if send_first {
@@ -181,7 +209,7 @@ mod tests {
     #[test]
     fn a_thread_sent_away_gets_every_cpu_back_when_it_arrives() {
         let all = cpus(&Mask::of_this_thread().expect("sched_getaffinity works here"));
-        let (kept_off, [before, arrived, done]) = depart(true);
+        let (kept_off, [before, arrived, done]) = travel(true);
         match kept_off {
             None => {
                 assert_eq!(all.len(), 1, "sent away wherever there is another CPU");
@@ -199,9 +227,26 @@ mod tests {
     #[test]
     fn a_thread_that_arrives_before_it_is_sent_gets_its_cpus_back_when_done() {
         let all = cpus(&Mask::of_this_thread().unwrap());
-        let (kept_off, [_, _, done]) = depart(false);
+        let (kept_off, [_, _, done]) = travel(false);
         assert_eq!(kept_off.is_some(), all.len() > 1);
         assert_eq!(done, all, "not left narrowed by a move that came late");
+    }
+
+    #[test]
+    fn a_departure_dropped_unsent_lets_the_thread_finish() {
+        let (departure, arrival) = depart();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            arrival.arrived();
+            arrival.done();
+            let _ = tx.send(cpus(&Mask::of_this_thread().unwrap()));
+        });
+        drop(departure);
+        let all = cpus(&Mask::of_this_thread().unwrap());
+        let mask = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("`done` returned");
+        assert_eq!(mask, all, "the mask untouched");
     }
 
     #[test]

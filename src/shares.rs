@@ -62,10 +62,9 @@ pub(crate) fn from_both_ends<S, T: Send>(
     let helpers = helpers.min(jobs);
     let mut started = Helpers(Vec::with_capacity(helpers));
     for _ in 0..helpers {
-        let departure = crate::placement::Departure::new();
-        let theirs = departure.clone();
+        let (departure, arrival) = crate::placement::depart();
         let work = move || {
-            theirs.arrived();
+            arrival.arrived();
             let mut st = None;
             let mut done = Vec::new();
             while let Some(i) = take(true) {

@@ -64,14 +64,13 @@ impl Pool {
         let pool = Arc::downgrade(&self.inner);
         // Started on another CPU than this (scraping) thread's, which it would otherwise
         // often preempt (see crate::placement).
-        let departure = crate::placement::Departure::new();
-        let theirs = departure.clone();
+        let (departure, arrival) = crate::placement::depart();
         let handle = std::thread::Builder::new()
             .name(self.inner.name.clone())
             .spawn(move || {
-                theirs.arrived();
+                arrival.arrived();
                 job();
-                theirs.done();
+                arrival.done();
                 if give_back(&pool, tx) {
                     wait_for_jobs(&pool, rx);
                 }
