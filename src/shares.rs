@@ -77,9 +77,12 @@ pub(crate) fn from_both_ends<S, T: Send>(
         // joins it before they go, on return and when `front` panics alike.
         match unsafe { std::thread::Builder::new().spawn_unchecked(work) } {
             Ok(handle) => {
-                // Not queued behind this thread, which it is to help.
-                departure.send_away(&handle);
+                // Held by the guard first, then not queued behind this thread, which it is
+                // to help.
                 started.0.push(handle);
+                if let Some(handle) = started.0.last() {
+                    departure.send_away(handle);
+                }
             }
             // A helper that cannot start leaves its jobs to this thread.
             Err(_) => break,
