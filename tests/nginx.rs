@@ -30,15 +30,6 @@ fn repo_file(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
 
-fn nginx_bin() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("nginx is not installed: run `bash scripts/setup.sh` (or `apt-get install nginx`)");
-}
-
 fn basic(user: &str, password: &str) -> String {
     format!(
         "Basic {}",
@@ -292,29 +283,7 @@ http {{
             snippet = repo_file("nginx/otrs-exporter.conf").display(),
         );
         std::fs::write(self.path("nginx.conf"), conf).unwrap();
-        let dir = self.dir.path();
-        let (child, port) = common::serve_on_free_port(
-            "nginx",
-            dir,
-            |port| format!("listen 127.0.0.1:{port};\n"),
-            &dir.join("nginx.pid"),
-            || {
-                Command::new(nginx_bin())
-                    .arg("-p")
-                    .arg(dir)
-                    .arg("-c")
-                    .arg(dir.join("nginx.conf"))
-                    .arg("-e")
-                    .arg(dir.join("error.log"))
-                    .args(["-g", "daemon off;"])
-                    .stdin(Stdio::null())
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
-                    .spawn()
-                    .unwrap()
-            },
-            || std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default(),
-        );
+        let (child, port) = common::start_nginx(self.dir.path());
         self.nginx = Some(child);
         self.port = port;
     }

@@ -211,39 +211,13 @@ fn start_nginx(dir: &Path) -> Killed {
     std::fs::create_dir_all(dir).unwrap();
     let d = dir.display();
     let conf = format!(
-        "user root;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/nginx-error.log;\n\
+        "user root;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log;\n\
          events {{ worker_connections 64; }}\nhttp {{ access_log off; client_body_temp_path {d}/cb; \
          proxy_temp_path {d}/pt; fastcgi_temp_path {d}/ft; uwsgi_temp_path {d}/ut; scgi_temp_path {d}/st; \
          server {{ include {d}/listen.conf; }} }}\n"
     );
     std::fs::write(dir.join("nginx.conf"), conf).unwrap();
-    let (child, _) = common::serve_on_free_port(
-        "nginx",
-        dir,
-        |port| format!("listen 127.0.0.1:{port};\n"),
-        &dir.join("nginx.pid"),
-        || {
-            Command::new("/usr/sbin/nginx")
-                .arg("-p")
-                .arg(dir)
-                .arg("-c")
-                .arg(dir.join("nginx.conf"))
-                .arg("-e")
-                .arg(dir.join("nginx-error.log"))
-                .args(["-g", "daemon off;"])
-                .process_group(0)
-                .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join("nginx-stderr.log")).unwrap())
-                .spawn()
-                .expect("nginx (scripts/setup.sh installs it)")
-        },
-        || {
-            let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
-            format!("{}{}", read("nginx-error.log"), read("nginx-stderr.log"))
-        },
-    );
-    let child = Killed(child);
+    let child = Killed(common::start_nginx(dir).0);
     let pid = child.0.id() as i32;
     wait_for("2 nginx workers", || proc_children(pid).len() == 2);
     child

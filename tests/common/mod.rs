@@ -124,6 +124,48 @@ pub fn start_apache(dir: &std::path::Path) -> (std::process::Child, u16) {
     )
 }
 
+/// The nginx binary.
+pub fn nginx_bin() -> std::path::PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("nginx is not installed: run `bash scripts/setup.sh` (or `apt-get install nginx`)");
+}
+
+/// Starts `nginx -p <dir> -c <dir>/nginx.conf` in the foreground (the config includes
+/// `<dir>/listen.conf` and writes its pid to `<dir>/nginx.pid`), its error log in
+/// `<dir>/error.log` and stderr in `<dir>/stderr.log`, and waits until it serves (see
+/// [`serve_on_free_port`]): returns the child and the port it listens on.
+pub fn start_nginx(dir: &std::path::Path) -> (std::process::Child, u16) {
+    serve_on_free_port(
+        "nginx",
+        dir,
+        |port| format!("listen 127.0.0.1:{port};\n"),
+        &dir.join("nginx.pid"),
+        || {
+            Command::new(nginx_bin())
+                .arg("-p")
+                .arg(dir)
+                .arg("-c")
+                .arg(dir.join("nginx.conf"))
+                .arg("-e")
+                .arg(dir.join("error.log"))
+                .args(["-g", "daemon off;"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(dir.join("stderr.log")).unwrap())
+                .spawn()
+                .unwrap()
+        },
+        || {
+            let read = |n: &str| std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+            format!("{}{}", read("error.log"), read("stderr.log"))
+        },
+    )
+}
+
 /// Starts a web server whose config includes `<dir>/listen.conf`, written as `listen(port)`
 /// for a free port, with `spawn`, and waits (up to 15 s) until it serves: returns the child
 /// and the port.
