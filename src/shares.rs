@@ -29,9 +29,10 @@ pub(crate) fn count(items: usize, from: usize) -> usize {
 /// `state` when it gets its first job), until the two ends meet.
 ///
 /// Equal shares fixed in advance made this thread wait for a helper that started late: on a
-/// 2-vCPU VM, waking the idle vCPU often took as long as this thread's whole share, and a
-/// cold read ran serially plus a thread's start. Here a late or slow helper leaves its jobs to
-/// this thread, so the wait is at most the jobs in progress.
+/// 2-vCPU VM a new helper was often queued behind this very thread (see [`crate::placement`],
+/// which now starts it elsewhere), and a cold read ran serially plus a thread's start. Here a
+/// late or slow helper leaves its jobs to this thread, so the wait is at most the jobs in
+/// progress.
 ///
 /// Returns `k`, the number of jobs run at the front (jobs `0..k`, in that order), and the
 /// helpers' results for jobs `k..jobs`, in job order. A panic in a helper is resumed here, as

@@ -54,11 +54,11 @@ pub(crate) fn render(
         scratch.begin_family(fam, fkey);
         let created_ok = matches!(fam.kind, MetricKind::Counter | MetricKind::Histogram);
         let mut written = 0usize;
-        // Only without a cache: a warm render compares label sets by address, never reading
-        // them, and prefetching would pull 10k of them in for nothing.
-        let prefetch = scratch.is_cold();
+        // Label sets are prefetched only without a cache: a warm render compares them by
+        // address, never reading them, and prefetching would pull 10k of them in for nothing.
+        let cold = scratch.is_cold();
         for (k, series) in part.series.iter().enumerate() {
-            if prefetch {
+            if cold {
                 crate::prefetch::labels_ahead(part.series, k);
             }
             // Prefixes: scalar `[sample, _created]`; histogram `[buckets…, +Inf, _sum, _count,

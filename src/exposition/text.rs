@@ -55,14 +55,14 @@ pub(crate) fn render(
         let fkey = family_key(fam, false);
         scratch.begin_family(fam, fkey);
         let mut written = 0usize;
-        // Only without a cache: a warm render compares label sets by address, never reading
-        // them, and prefetching would pull 10k of them in for nothing.
-        let prefetch = scratch.is_cold();
+        // Label sets are prefetched only without a cache: a warm render compares them by
+        // address, never reading them, and prefetching would pull 10k of them in for nothing.
+        let cold = scratch.is_cold();
         for (k, series) in part.series.iter().enumerate() {
-            if prefetch {
+            if cold {
                 crate::prefetch::labels_ahead(part.series, k);
             }
-            if scratch.is_cold() && fam.kind != MetricKind::Histogram {
+            if cold && fam.kind != MetricKind::Histogram {
                 // (A histogram value is refused there: the prefix is only written for scalars.)
                 if let (true, Value::Scalar(v)) = (
                     write_plain_prefix(out, series, name, suffix, scratch),
